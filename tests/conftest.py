@@ -1,0 +1,33 @@
+"""Shared fixtures: a tiny demo data set built once per session, and helpers to run main.py."""
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory):
+    """32 train / 16 val images at 32x32 of the project's own demo data (lists + label maps)."""
+    from simclr_tf.data.demo import generate_demo_dataset
+    return generate_demo_dataset(str(tmp_path_factory.mktemp("demo")), num_train=32, num_val=16,
+                                 image_size=32, seed=0)
+
+
+def run_main(*args, timeout=600, env=None):
+    """Runs `python main.py ARGS` in a subprocess; returns the CompletedProcess (text mode)."""
+    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1", **(env or {}))
+    return subprocess.run([sys.executable, os.path.join(REPO, "main.py"), *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO, env=full_env)
+
+
+def assert_user_error(result, *fragments):
+    """Exit status 2, no traceback, and every fragment in stderr."""
+    assert result.returncode == 2, (result.returncode, result.stdout[-2000:], result.stderr[-3000:])
+    assert "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, (fragment, result.stderr)

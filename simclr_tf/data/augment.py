@@ -1,0 +1,422 @@
+"""SimCLR image augmentations, one image at a time, with stateless randomness.
+
+Every function here works on ONE image of shape [H, W, 3], float32 in [0, 1], and is meant to run
+inside a (parallel) `tf.data` map. All random draws are stateless and derived from an explicit
+`seed` (an int32/int64 tensor of shape [2]), so:
+
+* the same seed always gives a bit-identical view, whatever the map's parallelism;
+* every image draws its own parameters (crop box, jitter factors, blur sigma, ...): the batch-global
+  `tf.image.random_*` ops and Keras preprocessing layers are not used.
+
+Each optional op owns a fixed sub-seed, so turning one op on or off does not change what the others
+draw for a given seed.
+
+Choices that differ from, or are not fixed by, the official SimCLR code:
+
+* Random resized crop: `min_object_covered=0.0`, so `crop_area_min` (default 0.08) is the real lower
+  bound of the crop area. The official code passes 0.1, which silently raises the minimum area to 10%.
+* The crop's aspect ratio (width / height) is drawn in [3/4, 4/3] times the aspect ratio of
+  `crop_size`, so the stretch applied by the final resize stays within [3/4, 4/3]. The official code
+  multiplies by the aspect ratio of the source image instead, which squashes non-square images.
+* Gaussian blur pads by reflection (the official code pads with zeros, which darkens borders).
+* Rotation fills the uncovered corners by reflection rather than with black, so rotated views keep
+  the image's colour statistics.
+* Cutout erases a square of side `cutout_fraction * min(H, W)` to 0 (black); the square's centre is
+  uniform over the image and the square is clipped at the borders.
+* Evaluation centre crop keeps 87.5% of the largest centred region with the aspect ratio of
+  `crop_size` (the whole image side for matching aspect ratios), as the official code does.
+"""
+
+import dataclasses
+import math
+
+import tensorflow as tf
+
+# Aspect-ratio range of the random resized crop, relative to the output's aspect ratio.
+CROP_ASPECT_RANGE = (3.0 / 4.0, 4.0 / 3.0)
+CROP_MAX_ATTEMPTS = 100
+# Fraction of each side kept by the evaluation centre crop.
+EVAL_CROP_PROPORTION = 0.875
+# At or below this output side (in pixels) evaluation resizes the whole image instead of cropping.
+EVAL_NO_CROP_MAX_SIDE = 32
+# Blur is on by default only above this image side (SimCLR does not blur CIFAR-size images).
+BLUR_MIN_SIDE = 64
+
+# The code below uses no Python control flow on tensors; skipping AutoGraph saves tracing time
+# and avoids its warnings about lambdas it cannot parse.
+_graph_style = tf.autograph.experimental.do_not_convert
+
+# Fixed sub-seed slots of `augment_view`; keep the order stable so seeds stay reproducible.
+_SEED_SLOTS = ("crop", "flip", "jitter", "colordrop", "blur", "rotate", "noise", "cutout")
+
+
+def _size_pair(size):
+    """Returns `size` (an int or an (height, width) pair) as a tuple of two positive ints."""
+    if isinstance(size, int):
+        size = (size, size)
+    height, width = (int(s) for s in size)
+    if height <= 0 or width <= 0:
+        raise ValueError(f"crop_size must be positive, got {size!r}")
+    return height, width
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Which augmentations `augment_view` applies, and their parameters.
+
+    `crop_size` is the (height, width) the network sees. Probabilities are per image.
+    """
+
+    crop_size: tuple[int, int]
+    crop: bool = True
+    crop_prob: float = 1.0
+    crop_area_min: float = 0.08
+    flip: bool = True
+    flip_prob: float = 0.5
+    jitter: bool = True
+    jitter_prob: float = 0.8
+    strength: float = 1.0
+    colordrop: bool = True
+    colordrop_prob: float = 0.2
+    blur: bool = True
+    blur_prob: float = 0.5
+    blur_sigma_min: float = 0.1
+    blur_sigma_max: float = 2.0
+    noise: bool = False
+    noise_prob: float = 0.5
+    noise_std: float = 0.05
+    rotate: bool = False
+    rotate_prob: float = 0.5
+    rotate_degrees: float = 30.0
+    cutout: bool = False
+    cutout_prob: float = 0.5
+    cutout_fraction: float = 0.25
+
+    def __post_init__(self):
+        # Normalised here so an int or a list also works and the config stays hashable.
+        object.__setattr__(self, "crop_size", _size_pair(self.crop_size))
+        for name in ("crop_prob", "flip_prob", "jitter_prob", "colordrop_prob", "blur_prob", "noise_prob",
+                     "rotate_prob", "cutout_prob", "cutout_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if not 0.0 < self.crop_area_min <= 1.0:
+            raise ValueError(f"crop_area_min must be in (0, 1], got {self.crop_area_min}")
+        if self.strength < 0.0:
+            raise ValueError(f"strength must be >= 0, got {self.strength}")
+        if not 0.0 < self.blur_sigma_min <= self.blur_sigma_max:
+            raise ValueError("need 0 < blur_sigma_min <= blur_sigma_max, got "
+                             f"{self.blur_sigma_min} and {self.blur_sigma_max}")
+        if self.noise_std < 0.0:
+            raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
+        if self.rotate_degrees < 0.0:
+            raise ValueError(f"rotate_degrees must be >= 0, got {self.rotate_degrees}")
+
+
+def default_blur(crop_size) -> bool:
+    """Whether blur should be on by default: only for images larger than 64 px on each side."""
+    return min(_size_pair(crop_size)) > BLUR_MIN_SIDE
+
+
+def _as_image(image):
+    """Converts `image` to float32 in [0, 1] (integer images are rescaled from their full range)."""
+    image = tf.convert_to_tensor(image)
+    if image.dtype != tf.float32:
+        image = tf.image.convert_image_dtype(image, tf.float32)
+    return image
+
+
+def _as_seed(seed):
+    """Checks that `seed` is an integer tensor of shape [2] usable by the stateless ops."""
+    seed = tf.convert_to_tensor(seed)
+    if seed.dtype not in (tf.int32, tf.int64):
+        seed = tf.cast(seed, tf.int64)
+    seed.shape.assert_is_compatible_with([2])
+    return seed
+
+
+def _split(seed, num):
+    """Splits `seed` into `num` independent seeds (a list of [2] tensors)."""
+    return tf.unstack(tf.random.experimental.stateless_split(seed, num=num), num=num)
+
+
+def _uniform(seed, minval=0.0, maxval=1.0):
+    """One float32 scalar drawn uniformly in [minval, maxval)."""
+    return tf.random.stateless_uniform([], seed=seed, minval=minval, maxval=maxval)
+
+
+def _resize(image, size):
+    """Bicubic resize to `size`, clipped because bicubic overshoots outside [0, 1]."""
+    resized = tf.image.resize(image, size, method=tf.image.ResizeMethod.BICUBIC)
+    return tf.clip_by_value(resized, 0.0, 1.0)
+
+
+def _maybe(image, seed, prob, fn):
+    """Applies `fn(image, seed)` with probability `prob`, drawn from `seed`."""
+    if prob <= 0.0:
+        return image
+    gate_seed, op_seed = _split(seed, 2)
+    if prob >= 1.0:
+        return fn(image, op_seed)
+    # tf.cond (not tf.where) so the skipped op is not computed.
+    return tf.cond(_uniform(gate_seed) < prob, lambda: fn(image, op_seed), lambda: image)
+
+
+@_graph_style
+def sample_crop_box(image_shape, seed, area_min=0.08, aspect=1.0):
+    """Samples the box of a random resized crop.
+
+    Args:
+      image_shape: [height, width, ...] of the image (a tensor or a list; extra entries ignored).
+      seed: int32/int64 tensor of shape [2].
+      area_min: smallest crop area as a fraction of the image area (the largest is 1).
+      aspect: aspect ratio (width / height) of the output; the crop's aspect ratio is drawn in
+        [3/4, 4/3] times this value. After 100 failed attempts the whole image is returned.
+
+    Returns:
+      (offset, size): int32 tensors [y, x] and [height, width] of the box, in pixels.
+    """
+    image_shape = tf.cast(tf.convert_to_tensor(image_shape), tf.int32)
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        image_size=tf.concat([image_shape[:2], [1]], axis=0),
+        bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        seed=_as_seed(seed),
+        # 0.0, not the official 0.1: with a whole-image bounding box 0.1 would override area_min.
+        min_object_covered=0.0,
+        aspect_ratio_range=(CROP_ASPECT_RANGE[0] * aspect, CROP_ASPECT_RANGE[1] * aspect),
+        area_range=(area_min, 1.0),
+        max_attempts=CROP_MAX_ATTEMPTS,
+        use_image_if_no_bounding_boxes=True,
+    )
+    return begin[:2], size[:2]
+
+
+def _random_resized_crop(image, seed, crop_size, area_min):
+    """Crops a random box (see `sample_crop_box`) and resizes it to `crop_size`."""
+    height, width = crop_size
+    offset, size = sample_crop_box(tf.shape(image), seed, area_min, aspect=width / height)
+    crop = tf.slice(image, tf.concat([offset, [0]], 0), tf.concat([size, [-1]], 0))
+    return _resize(crop, crop_size)
+
+
+def _flip(image, seed):
+    """Mirrors the image left-right."""
+    del seed
+    return tf.reverse(image, axis=[1])
+
+
+def _jitter_step(image, op, brightness, contrast, saturation, hue):
+    """Applies colour-jitter operation number `op` (0-3, a tensor) and clips to [0, 1]."""
+    branches = [
+        lambda: image * brightness,
+        lambda: tf.image.adjust_contrast(image, contrast),
+        lambda: tf.image.adjust_saturation(image, saturation),
+        lambda: tf.image.adjust_hue(image, hue),
+    ]
+    return tf.clip_by_value(tf.switch_case(op, branches), 0.0, 1.0)
+
+
+def _color_jitter(image, seed, strength):
+    """SimCLR colour jitter of strength s: brightness, contrast, saturation, hue in random order.
+
+    Brightness is multiplicative; brightness, contrast and saturation factors are uniform in
+    [max(0, 1 - 0.8 s), 1 + 0.8 s], the hue delta uniform in [-0.2 s, 0.2 s] (capped at half a
+    turn, since hue is cyclic).
+    """
+    order_seed, b_seed, c_seed, s_seed, h_seed = _split(seed, 5)
+    lower, upper = max(0.0, 1.0 - 0.8 * strength), 1.0 + 0.8 * strength
+    hue_max = min(0.2 * strength, 0.5)
+    factors = dict(
+        brightness=_uniform(b_seed, lower, upper),
+        contrast=_uniform(c_seed, lower, upper),
+        saturation=_uniform(s_seed, lower, upper),
+        hue=_uniform(h_seed, -hue_max, hue_max),
+    )
+    # A random permutation drawn statelessly (tf.random.shuffle is stateful).
+    order = tf.argsort(tf.random.stateless_uniform([4], seed=order_seed))
+    for step in range(4):
+        image = _jitter_step(image, order[step], **factors)
+    return image
+
+
+def _color_drop(image, seed):
+    """Greyscale, kept as 3 identical channels."""
+    del seed
+    return tf.tile(tf.image.rgb_to_grayscale(image), [1, 1, 3])
+
+
+def blur_radius(crop_size) -> int:
+    """Radius of the blur kernel: the kernel (2 r + 1 wide) is about 10% of the image side."""
+    return max(1, (min(_size_pair(crop_size)) // 10) // 2)
+
+
+def _gaussian_blur(image, sigma, radius):
+    """Separable Gaussian blur of a [H, W, 3] image with reflection padding."""
+    x = tf.range(-radius, radius + 1, dtype=tf.float32)
+    kernel = tf.exp(-tf.square(x) / (2.0 * tf.square(sigma)))
+    kernel /= tf.reduce_sum(kernel)
+    channels = 3
+    vertical = tf.tile(tf.reshape(kernel, [-1, 1, 1, 1]), [1, 1, channels, 1])
+    horizontal = tf.tile(tf.reshape(kernel, [1, -1, 1, 1]), [1, 1, channels, 1])
+    padded = tf.pad(image[tf.newaxis], [[0, 0], [radius, radius], [radius, radius], [0, 0]],
+                    mode="REFLECT")
+    blurred = tf.nn.depthwise_conv2d(padded, vertical, strides=[1, 1, 1, 1], padding="VALID")
+    blurred = tf.nn.depthwise_conv2d(blurred, horizontal, strides=[1, 1, 1, 1], padding="VALID")
+    return tf.clip_by_value(blurred[0], 0.0, 1.0)
+
+
+def _random_blur(image, seed, sigma_min, sigma_max, radius):
+    """Gaussian blur with sigma drawn uniformly in [sigma_min, sigma_max]."""
+    return _gaussian_blur(image, _uniform(seed, sigma_min, sigma_max), radius)
+
+
+def rotate(image, angle):
+    """Rotates a [H, W, C] image by `angle` radians about its centre, bilinear.
+
+    A positive angle turns the picture counter-clockwise as displayed (row 0 at the top). Corners
+    that the rotated image does not cover are filled by reflection.
+    """
+    # float64 so that graph rewrites (constant folding, reordering) cannot change the float32
+    # transform: eager and tf.function then give the same pixels.
+    angle = tf.cast(angle, tf.float64)
+    shape = tf.shape(image)
+    height, width = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    # The transform maps output (x, y) to input coordinates: a rotation about ((w-1)/2, (h-1)/2).
+    x_offset = ((width - 1.0) - (cos * (width - 1.0) - sin * (height - 1.0))) / 2.0
+    y_offset = ((height - 1.0) - (sin * (width - 1.0) + cos * (height - 1.0))) / 2.0
+    zero = tf.zeros([], tf.float64)
+    transform = tf.stack([cos, -sin, x_offset, sin, cos, y_offset, zero, zero])[tf.newaxis]
+    transform = tf.cast(transform, tf.float32)
+    rotated = tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[tf.newaxis], transforms=transform, output_shape=shape[:2],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")
+    return tf.clip_by_value(tf.ensure_shape(rotated[0], image.shape), 0.0, 1.0)
+
+
+def _random_rotate(image, seed, degrees):
+    """Rotation by an angle drawn uniformly in [-degrees, +degrees]."""
+    max_angle = math.radians(degrees)
+    return rotate(image, _uniform(seed, -max_angle, max_angle))
+
+
+def _gaussian_noise(image, seed, std):
+    """Adds N(0, std^2) noise to every pixel and channel."""
+    noise = tf.random.stateless_normal(tf.shape(image), seed=seed, stddev=std)
+    return tf.clip_by_value(image + noise, 0.0, 1.0)
+
+
+def _cutout(image, seed, side):
+    """Sets a `side` x `side` square, centred uniformly at random and clipped at the borders, to 0."""
+    shape = tf.shape(image)
+    y_seed, x_seed = _split(seed, 2)
+    centre_y = tf.random.stateless_uniform([], seed=y_seed, minval=0, maxval=shape[0], dtype=tf.int32)
+    centre_x = tf.random.stateless_uniform([], seed=x_seed, minval=0, maxval=shape[1], dtype=tf.int32)
+    top, left = centre_y - side // 2, centre_x - side // 2
+    rows = tf.range(shape[0])
+    cols = tf.range(shape[1])
+    in_rows = (rows >= top) & (rows < top + side)
+    in_cols = (cols >= left) & (cols < left + side)
+    erased = in_rows[:, tf.newaxis] & in_cols[tf.newaxis, :]
+    return image * tf.cast(~erased, image.dtype)[:, :, tf.newaxis]
+
+
+@_graph_style
+def augment_view(image, seed, config: AugmentConfig) -> tf.Tensor:
+    """One SimCLR view of one image.
+
+    Args:
+      image: [H, W, 3] float32 in [0, 1] (integer images are rescaled); H, W may differ from
+        `config.crop_size`.
+      seed: int32/int64 tensor of shape [2]; the same seed gives a bit-identical view.
+      config: which augmentations to apply.
+
+    Returns:
+      [crop_height, crop_width, 3] float32 in [0, 1]. Order: random resized crop (or plain resize),
+      flip, colour jitter, colour drop, blur, rotation, noise, cutout.
+    """
+    crop_size = config.crop_size
+    image = _as_image(image)
+    seeds = dict(zip(_SEED_SLOTS, _split(_as_seed(seed), len(_SEED_SLOTS))))
+
+    if config.crop and config.crop_prob >= 1.0:
+        image = _random_resized_crop(image, seeds["crop"], crop_size, config.crop_area_min)
+    elif config.crop and config.crop_prob > 0.0:
+        gate_seed, crop_seed = _split(seeds["crop"], 2)
+        image = tf.cond(_uniform(gate_seed) < config.crop_prob,
+                        lambda: _random_resized_crop(image, crop_seed, crop_size, config.crop_area_min),
+                        lambda: _resize(image, crop_size))
+    else:
+        image = _resize(image, crop_size)
+    image = tf.ensure_shape(image, [*crop_size, 3])
+
+    if config.flip:
+        image = _maybe(image, seeds["flip"], config.flip_prob, _flip)
+    if config.jitter:
+        image = _maybe(image, seeds["jitter"], config.jitter_prob,
+                       lambda x, s: _color_jitter(x, s, config.strength))
+    if config.colordrop:
+        image = _maybe(image, seeds["colordrop"], config.colordrop_prob, _color_drop)
+    if config.blur:
+        radius = blur_radius(crop_size)
+        image = _maybe(image, seeds["blur"], config.blur_prob,
+                       lambda x, s: _random_blur(x, s, config.blur_sigma_min,
+                                                 config.blur_sigma_max, radius))
+    if config.rotate:
+        image = _maybe(image, seeds["rotate"], config.rotate_prob,
+                       lambda x, s: _random_rotate(x, s, config.rotate_degrees))
+    if config.noise:
+        image = _maybe(image, seeds["noise"], config.noise_prob,
+                       lambda x, s: _gaussian_noise(x, s, config.noise_std))
+    if config.cutout:
+        side = int(round(config.cutout_fraction * min(crop_size)))
+        if side > 0:
+            image = _maybe(image, seeds["cutout"], config.cutout_prob,
+                           lambda x, s: _cutout(x, s, side))
+    return tf.ensure_shape(image, [*crop_size, 3])
+
+
+@_graph_style
+def augment_pair(image, seed, config: AugmentConfig):
+    """Two independent views of `image` (the seed is split in two)."""
+    seed1, seed2 = _split(_as_seed(seed), 2)
+    return augment_view(image, seed1, config), augment_view(image, seed2, config)
+
+
+@_graph_style
+def finetune_view(image, seed, crop_size) -> tf.Tensor:
+    """Training view for fine-tuning and linear evaluation: random resized crop and flip only."""
+    config = AugmentConfig(crop_size=crop_size, jitter=False, colordrop=False, blur=False)
+    return augment_view(image, seed, config)
+
+
+def _center_crop_box(image_height, image_width, crop_size):
+    """Offset and size of the evaluation centre crop (int32 tensors, [y, x] and [height, width])."""
+    target_height, target_width = crop_size
+    target_aspect = target_width / target_height
+    image_height = tf.cast(image_height, tf.float32)
+    image_width = tf.cast(image_width, tf.float32)
+    # The largest centred box with the output's aspect ratio, then scaled down.
+    wider_than_image = target_aspect > image_width / image_height
+    box_height = tf.where(wider_than_image, image_width / target_aspect, image_height)
+    box_width = tf.where(wider_than_image, image_width, image_height * target_aspect)
+    size = tf.cast(tf.math.rint(EVAL_CROP_PROPORTION * tf.stack([box_height, box_width])), tf.int32)
+    size = tf.maximum(size, 1)
+    full = tf.cast(tf.stack([image_height, image_width]), tf.int32)
+    offset = (full - size + 1) // 2
+    return offset, size
+
+
+@_graph_style
+def eval_view(image, crop_size) -> tf.Tensor:
+    """Evaluation view: centre crop keeping 87.5% of each side, bicubic resize to `crop_size`.
+
+    When both sides of `crop_size` are 32 px or less (CIFAR-size) the whole image is only resized.
+    """
+    crop_size = _size_pair(crop_size)
+    image = _as_image(image)
+    if max(crop_size) > EVAL_NO_CROP_MAX_SIDE:
+        shape = tf.shape(image)
+        offset, size = _center_crop_box(shape[0], shape[1], crop_size)
+        image = tf.slice(image, tf.concat([offset, [0]], 0), tf.concat([size, [-1]], 0))
+    return tf.ensure_shape(_resize(image, crop_size), [*crop_size, 3])

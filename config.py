@@ -1,0 +1,137 @@
+"""Every command-line flag of simclr-tf, grouped by what it controls.
+
+Flags live here and only here. Tasks read them and pass plain values to the library
+(`simclr_tf/` never reads flags). Validation that involves one flag is registered here; checks
+that need files (lists, checkpoints) happen in the tasks.
+"""
+from absl import flags
+
+TASKS = ("pretrain", "classification", "segmentation", "evaluate", "predict", "linear_eval", "embed")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+OPTIMIZERS = ("lars", "sgd", "adam", "adamw")
+
+# --- what to do ------------------------------------------------------------------------------
+flags.DEFINE_enum("task", None, TASKS, "What to run.")
+flags.DEFINE_integer("seed", 0, "Random seed: data order, augmentations, initial weights, subsets.")
+flags.DEFINE_boolean("resume", True, "Resume an interrupted run from its last checkpoint (false: start over).")
+flags.DEFINE_boolean("overwrite", False, "Allow replacing finished results of a different configuration.")
+
+# --- data ------------------------------------------------------------------------------------
+flags.DEFINE_string("train_file_path", None, "Training list: one image per line, or 'path,label' / 'path,labelmap'.")
+flags.DEFINE_string("val_file_path", None, "Validation list ('path,label' or 'path,labelmap').")
+flags.DEFINE_string("test_file_path", None, "Images to predict or embed (one per line, optionally 'path,label').")
+flags.DEFINE_string("input_size", "32 32", "'H W' (or one number for square): images are resized to this when read.")
+flags.DEFINE_string("crop_size", None, "'H W' the random crop-and-resize outputs, what the network sees "
+                    "(default: the input size).")
+flags.DEFINE_boolean("cache", False, "Decode every image once and keep it in memory (small data sets).")
+flags.DEFINE_boolean("cifar10", False, "Use CIFAR-10 instead of file lists (Keras' loader, or --cifar10_dir).")
+flags.DEFINE_string("cifar10_dir", None, "Local copy of CIFAR-10 (the python version: data_batch_1..5, test_batch).")
+flags.DEFINE_integer("num_classes", None, "Number of classes (classification; segmentation: including background).")
+
+# --- where results go ------------------------------------------------------------------------
+flags.DEFINE_string("pretrain_save_path", "logs/pretrain", "Folder of the pretraining run (encoder.keras, ...).")
+flags.DEFINE_string("finetune_save_path", "logs/finetune", "Folder of the fine-tuning run (model.keras, ...).")
+flags.DEFINE_string("output_path", "logs/output", "Folder for predictions and embeddings.")
+
+# --- augmentations (pretraining; fine-tuning uses crop + flip only) ---------------------------
+flags.DEFINE_boolean("crop", True, "Random crop-and-resize (area 0.08-1, aspect 3/4-4/3).")
+flags.DEFINE_float("crop_prob", 1.0, "Probability of the random crop (otherwise the whole image is resized).")
+flags.DEFINE_float("crop_area_min", 0.08, "Smallest crop area as a fraction of the image.")
+flags.DEFINE_boolean("flip", True, "Random horizontal flip.")
+flags.DEFINE_float("flip_prob", 0.5, "Probability of the flip.")
+flags.DEFINE_boolean("jitter", True, "Colour jitter (brightness, contrast, saturation, hue in random order).")
+flags.DEFINE_float("jitter_prob", 0.8, "Probability of the colour jitter.")
+flags.DEFINE_float("strength", 1.0, "Colour-jitter strength s (0.5 is the CIFAR-10 recipe).")
+flags.DEFINE_boolean("colordrop", True, "Random conversion to greyscale.")
+flags.DEFINE_float("colordrop_prob", 0.2, "Probability of the colour drop.")
+flags.DEFINE_boolean("blur", None, "Gaussian blur (default: on when the crop side is above 64 px, off at or below).")
+flags.DEFINE_float("blur_prob", 0.5, "Probability of the blur.")
+flags.DEFINE_float("blur_sigma_min", 0.1, "Smallest blur sigma (drawn uniformly per image).")
+flags.DEFINE_float("blur_sigma_max", 2.0, "Largest blur sigma.")
+flags.DEFINE_boolean("noise", False, "Additive Gaussian noise.")
+flags.DEFINE_float("noise_prob", 0.5, "Probability of the noise.")
+flags.DEFINE_float("noise_std", 0.05, "Standard deviation of the noise (images are in [0, 1]).")
+flags.DEFINE_boolean("rotate", False, "Random rotation.")
+flags.DEFINE_float("rotate_prob", 0.5, "Probability of the rotation.")
+flags.DEFINE_float("rotate_degrees", 30.0, "Largest rotation angle in degrees (uniform in [-deg, deg]).")
+flags.DEFINE_boolean("cutout", False, "Cutout: erase a random square.")
+flags.DEFINE_float("cutout_prob", 0.5, "Probability of the cutout.")
+flags.DEFINE_float("cutout_fraction", 0.25, "Side of the erased square as a fraction of the image side.")
+
+# --- model -----------------------------------------------------------------------------------
+flags.DEFINE_enum("backbone", "resnet18", BACKBONES, "Encoder architecture.")
+flags.DEFINE_integer("width_multiplier", 1, "ResNet width multiplier.")
+flags.DEFINE_boolean("small_stem", None, "3x3 stride-1 stem without max-pool (default: when the crop side <= 32).")
+flags.DEFINE_integer("proj_layers", 2, "Layers of the projection head (paper v1: 2, official code: 3).")
+flags.DEFINE_integer("proj_dim", 128, "Output size of the projection head.")
+
+# --- optimisation ----------------------------------------------------------------------------
+flags.DEFINE_integer("batch_size", 256, "Images per batch (each gives two views in pretraining).")
+flags.DEFINE_integer("num_epochs", 100, "Training epochs.")
+flags.DEFINE_float("learning_rate", None, "Base learning rate, scaled by --lr_scaling (default: 0.075 with "
+                   "sqrt scaling for LARS in pretraining, as in the paper's small-batch recipe).")
+flags.DEFINE_enum("lr_scaling", "sqrt", ("linear", "sqrt"), "Learning rate = base x batch/256 or base x sqrt(batch).")
+flags.DEFINE_enum("optimizer", "lars", OPTIMIZERS, "Optimiser.")
+flags.DEFINE_float("weight_decay", 1e-6, "Weight decay (not applied to BN parameters and biases with LARS).")
+flags.DEFINE_float("momentum", 0.9, "Momentum (LARS, SGD).")
+flags.DEFINE_integer("warmup_epochs", 10, "Linear warmup epochs before the cosine decay.")
+flags.DEFINE_integer("warmup_steps", None, "Linear warmup in steps (overrides --warmup_epochs; the original CLI used 1000).")
+flags.DEFINE_float("temperature", 0.2, "NT-Xent temperature (0.1 ImageNet, 0.5 long CIFAR-10 runs, 0.2 small batches).")
+
+# --- fine-tuning and evaluation --------------------------------------------------------------
+flags.DEFINE_boolean("freeze", False, "Freeze the encoder (linear evaluation protocol): only the head trains.")
+
+
+def parse_size(text, flag_name):
+    """'H W', 'H,W', 'HxW' or 'S' -> (H, W); raises ValueError with a readable message."""
+    parts = text.replace(",", " ").replace("x", " ").split()
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"--{flag_name}={text!r}: expected 'H W' with two positive integers") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 8:
+        raise ValueError(f"--{flag_name}={text!r}: expected 'H W' with two integers of at least 8")
+    return values
+
+
+def _validates_size(flag_name):
+    def check(value):
+        if value is None:
+            return True
+        try:
+            parse_size(value, flag_name)
+        except ValueError as e:
+            raise flags.ValidationError(str(e)) from None
+        return True
+    flags.register_validator(flag_name, check, message=f"--{flag_name} must be 'H W'")
+
+
+def _register_validators():
+    _validates_size("input_size")
+    _validates_size("crop_size")
+    positive = ("batch_size", "num_epochs", "width_multiplier", "proj_layers", "proj_dim")
+    for name in positive:
+        flags.register_validator(name, lambda v: v is None or v >= 1, message=f"--{name} must be at least 1")
+    for name in ("warmup_epochs", "warmup_steps"):
+        flags.register_validator(name, lambda v: v is None or v >= 0, message=f"--{name} must be >= 0")
+    for name in ("crop_prob", "flip_prob", "jitter_prob", "colordrop_prob", "blur_prob", "noise_prob",
+                 "rotate_prob", "cutout_prob"):
+        flags.register_validator(name, lambda v: 0.0 <= v <= 1.0, message=f"--{name} must be in [0, 1]")
+    flags.register_validator("crop_area_min", lambda v: 0.0 < v <= 1.0, message="--crop_area_min must be in (0, 1]")
+    flags.register_validator("cutout_fraction", lambda v: 0.0 < v <= 1.0, message="--cutout_fraction must be in (0, 1]")
+    flags.register_validator("temperature", lambda v: v > 0, message="--temperature must be positive")
+    flags.register_validator("strength", lambda v: v >= 0, message="--strength must be >= 0")
+    flags.register_validator("blur_sigma_min", lambda v: v > 0, message="--blur_sigma_min must be positive")
+    flags.register_multi_flags_validator(
+        ["blur_sigma_min", "blur_sigma_max"], lambda d: d["blur_sigma_max"] >= d["blur_sigma_min"],
+        message="--blur_sigma_max must be >= --blur_sigma_min")
+    flags.register_validator("noise_std", lambda v: v >= 0, message="--noise_std must be >= 0")
+    flags.register_validator("learning_rate", lambda v: v is None or v > 0, message="--learning_rate must be positive")
+    flags.register_validator("weight_decay", lambda v: v >= 0, message="--weight_decay must be >= 0")
+    flags.register_validator("num_classes", lambda v: v is None or v >= 2, message="--num_classes must be at least 2")
+
+
+_register_validators()
+FLAGS = flags.FLAGS

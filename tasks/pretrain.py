@@ -1,0 +1,163 @@
+"""`--task=pretrain`: SimCLR pretraining of a ResNet encoder on an image list (or CIFAR-10)."""
+import dataclasses
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from simclr_tf.data import augment, filelist
+from simclr_tf.data.cifar10 import load_cifar10
+from simclr_tf.data.pipeline import (ArrayImageSource, CachedImageSource, FileImageSource,
+                                     pretrain_dataset, sample_images, steps_per_epoch)
+from simclr_tf.errors import UserError
+from simclr_tf.evaluation import plots
+from simclr_tf.io_utils import save_keras_atomic
+from simclr_tf.models.heads import build_projection_head
+from simclr_tf.models.resnet import build_resnet, feature_dim
+from simclr_tf.training import callbacks as cb
+from simclr_tf.training.optimizers import build_optimizer
+from simclr_tf.training.schedules import scaled_learning_rate, warmup_cosine_schedule, warmup_steps_for
+from simclr_tf.training.simclr_model import SimCLRModel
+from tasks import common
+
+RESULT_FILES = ("encoder.keras", "projection_head.keras", "loss.png", "augmentations.png", "flags.txt")
+DEFAULT_BASE_LR = {"lars": 0.075, "sgd": 0.075, "adam": 1e-3, "adamw": 1e-3}
+
+
+def run(flag_values):
+    """Pretrains and writes every output of contract section 5 into --pretrain_save_path."""
+    save_path = flag_values.pretrain_save_path
+    input_size, crop_size = common.image_sizes(flag_values)
+    source = _image_source(flag_values, input_size)
+    batch_size = flag_values.batch_size
+    if len(source) < batch_size:
+        raise UserError(f"--batch_size={batch_size} is larger than the {len(source)} images to train on; "
+                        "lower --batch_size.")
+    state = common.prepare_run_folder(
+        save_path, cb.read_checkpoint_state(os.path.join(save_path, common.CHECKPOINT_DIR)),
+        common.fingerprint(flag_values, ignore={"finetune_save_path"}), flag_values.resume,
+        flag_values.overwrite, RESULT_FILES, "--pretrain_save_path")
+    os.makedirs(save_path, exist_ok=True)
+    common.write_flags_file(flag_values, save_path)
+    keras.utils.set_random_seed(flag_values.seed)
+
+    augment_config = augmentation_config(flag_values, crop_size)
+    if flag_values.cache and isinstance(source, FileImageSource):
+        common.say(f"Decoding {len(source)} images into memory (--cache) ...")
+        source = CachedImageSource(source, progress=_progress_printer("decoded"))
+    _write_augmentation_grid(source, augment_config, flag_values.seed, save_path)
+
+    steps = steps_per_epoch(len(source), batch_size)
+    model, peak_lr = build_simclr_model(flag_values, crop_size, steps)
+    start_epoch = 0
+    if state is not None:
+        cb.restore_checkpoint(model, os.path.join(save_path, common.CHECKPOINT_DIR), state)
+        start_epoch = state["epoch"]
+        common.say(f"Resuming from epoch {start_epoch}")
+    _describe_run(flag_values, source, steps, model, start_epoch, peak_lr)
+
+    dataset = pretrain_dataset(source, augment_config, batch_size, flag_values.seed, start_epoch)
+    callbacks = _callbacks(flag_values, save_path, source, steps * batch_size, state)
+    model.fit(dataset, epochs=flag_values.num_epochs, initial_epoch=start_epoch, steps_per_epoch=steps,
+              callbacks=callbacks, verbose=common.progress_verbosity(), shuffle=False)
+    _export(model, save_path, source)
+
+
+def _image_source(flag_values, input_size):
+    if flag_values.cifar10:
+        x_train, _, _, _ = load_cifar10(flag_values.cifar10_dir)
+        return ArrayImageSource(x_train, input_size)
+    image_list = filelist.read_file_list(flag_values.train_file_path, filelist.IMAGES,
+                                         flag_name="--train_file_path")
+    return FileImageSource(image_list.paths, input_size)
+
+
+def augmentation_config(flag_values, crop_size):
+    """The pretraining augmentation settings from flags (blur defaults to on above 64 px)."""
+    blur = augment.default_blur(crop_size) if flag_values.blur is None else flag_values.blur
+    names = {f.name for f in dataclasses.fields(augment.AugmentConfig)} - {"crop_size", "blur"}
+    values = {name: getattr(flag_values, name) for name in names}
+    return augment.AugmentConfig(crop_size=tuple(crop_size), blur=blur, **values)
+
+
+def build_simclr_model(flag_values, crop_size, steps):
+    """(model, peak learning rate): encoder + projection head + optimizer with its warmup-cosine
+    schedule, compiled and built."""
+    encoder = build_resnet(flag_values.backbone, width_multiplier=flag_values.width_multiplier,
+                           small_stem=flag_values.small_stem, image_size=crop_size)
+    head = build_projection_head(feature_dim(encoder), num_layers=flag_values.proj_layers,
+                                 output_dim=flag_values.proj_dim)
+    model = SimCLRModel(encoder, head, temperature=flag_values.temperature)
+    optimizer, peak_lr = _optimizer(flag_values, steps)
+    model.compile(optimizer=optimizer)
+    model(np.zeros((2, *crop_size, 3), np.float32))  # create the variables before any restore
+    return model, peak_lr
+
+
+def _optimizer(flag_values, steps):
+    name = flag_values.optimizer
+    base_lr = flag_values.learning_rate if flag_values.learning_rate is not None else DEFAULT_BASE_LR[name]
+    peak_lr = scaled_learning_rate(base_lr, flag_values.batch_size, flag_values.lr_scaling)
+    total_steps = steps * flag_values.num_epochs
+    warmup = warmup_steps_for(flag_values.warmup_epochs, steps, flag_values.warmup_steps)
+    schedule = warmup_cosine_schedule(peak_lr, total_steps, warmup)
+    optimizer = build_optimizer(name, schedule, weight_decay=flag_values.weight_decay,
+                                momentum=flag_values.momentum)
+    return optimizer, peak_lr
+
+
+def _callbacks(flag_values, save_path, source, images_per_epoch, state):
+    def on_epoch_saved(saved_state):
+        common.write_history_csv(saved_state["history"], os.path.join(save_path, "history.csv"))
+        plots.plot_training_curves(saved_state["history"], os.path.join(save_path, "loss.png"),
+                                   title="SimCLR pretraining")
+        common.write_skipped_files(source.skip_log.skipped, save_path)
+
+    return common.progress_callbacks() + [
+        cb.EpochStats(images_per_epoch, source.skip_log, printer=common.say),
+        cb.NonFiniteLossGuard(),
+        cb.ResumableCheckpoint(os.path.join(save_path, common.CHECKPOINT_DIR),
+                               common.fingerprint(flag_values, ignore={"finetune_save_path"}),
+                               history=state["history"] if state else None, on_epoch_saved=on_epoch_saved),
+        keras.callbacks.TensorBoard(os.path.join(save_path, "tensorboard"), write_graph=False,
+                                    profile_batch=0),
+    ]
+
+
+def _export(model, save_path, source):
+    save_keras_atomic(model.encoder, os.path.join(save_path, "encoder.keras"))
+    save_keras_atomic(model.projection_head, os.path.join(save_path, "projection_head.keras"))
+    common.write_skipped_files(source.skip_log.skipped, save_path)
+    skipped = len(source.skip_log.skipped)
+    common.say(f"Saved the encoder to {os.path.join(save_path, 'encoder.keras')}"
+               + (f"; {skipped} undecodable file(s) skipped, listed in skipped_files.txt" if skipped else ""))
+
+
+def _write_augmentation_grid(source, augment_config, seed, save_path, count=8):
+    originals = sample_images(source, count)
+    if len(originals) == 0:
+        return
+    views = [augment.augment_pair(tf.constant(image), tf.constant([seed, i], tf.int64), augment_config)
+             for i, image in enumerate(originals)]
+    plots.plot_augmentation_grid(originals, np.stack([v[0] for v in views]), np.stack([v[1] for v in views]),
+                                 os.path.join(save_path, "augmentations.png"))
+
+
+def _describe_run(flag_values, source, steps, model, start_epoch, peak_lr):
+    encoder_params = model.encoder.count_params()
+    common.say(f"SimCLR pretraining: {len(source)} images, {flag_values.backbone} "
+               f"({encoder_params / 1e6:.2f}M parameters), batch {flag_values.batch_size} "
+               f"({2 * flag_values.batch_size} views), {steps} steps/epoch, epochs {start_epoch + 1}-"
+               f"{flag_values.num_epochs}, peak lr {peak_lr:.4g}, temperature {flag_values.temperature}")
+
+
+def _progress_printer(what):
+    bar = keras.utils.Progbar(None, unit_name=what)
+
+    def progress(done, total):
+        if bar.target is None:
+            bar.target = total
+        if done == total or done % 64 == 0:
+            bar.update(done)
+    return progress

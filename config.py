@@ -68,18 +68,41 @@ flags.DEFINE_integer("proj_dim", 128, "Output size of the projection head.")
 # --- optimisation ----------------------------------------------------------------------------
 flags.DEFINE_integer("batch_size", 256, "Images per batch (each gives two views in pretraining).")
 flags.DEFINE_integer("num_epochs", 100, "Training epochs.")
-flags.DEFINE_float("learning_rate", None, "Base learning rate, scaled by --lr_scaling (default: 0.075 with "
-                   "sqrt scaling for LARS in pretraining, as in the paper's small-batch recipe).")
-flags.DEFINE_enum("lr_scaling", "sqrt", ("linear", "sqrt"), "Learning rate = base x batch/256 or base x sqrt(batch).")
-flags.DEFINE_enum("optimizer", "lars", OPTIMIZERS, "Optimiser.")
-flags.DEFINE_float("weight_decay", 1e-6, "Weight decay (not applied to BN parameters and biases with LARS).")
+flags.DEFINE_float("learning_rate", None, "Base learning rate, scaled by --lr_scaling (default: pretraining "
+                   "0.075 x sqrt(batch) for LARS/SGD, the paper's small-batch recipe; fine-tuning 0.1 x batch/256; "
+                   "Adam/AdamW 1e-3 unscaled).")
+flags.DEFINE_enum("lr_scaling", None, ("linear", "sqrt"), "Learning rate = base x batch/256 or base x sqrt(batch) "
+                  "(default: sqrt for pretraining, linear for fine-tuning).")
+flags.DEFINE_enum("optimizer", None, OPTIMIZERS, "Optimiser (default: lars for pretraining, Nesterov SGD for "
+                  "fine-tuning).")
+flags.DEFINE_float("weight_decay", None, "Weight decay, never applied to BN parameters and biases (default: 1e-6 "
+                   "pretraining, 0 fine-tuning).")
 flags.DEFINE_float("momentum", 0.9, "Momentum (LARS, SGD).")
-flags.DEFINE_integer("warmup_epochs", 10, "Linear warmup epochs before the cosine decay.")
+flags.DEFINE_integer("warmup_epochs", None, "Linear warmup epochs before the cosine decay (default: 10 for "
+                     "pretraining, 0 for fine-tuning).")
 flags.DEFINE_integer("warmup_steps", None, "Linear warmup in steps (overrides --warmup_epochs; the original CLI used 1000).")
+flags.DEFINE_boolean("jit_compile", False, "Compile training steps with XLA (measure first: see the README).")
 flags.DEFINE_float("temperature", 0.2, "NT-Xent temperature (0.1 ImageNet, 0.5 long CIFAR-10 runs, 0.2 small batches).")
 
 # --- fine-tuning and evaluation --------------------------------------------------------------
 flags.DEFINE_boolean("freeze", False, "Freeze the encoder (linear evaluation protocol): only the head trains.")
+flags.DEFINE_enum("head", "linear", ("linear", "mlp"), "Classification head: linear, or an MLP with a ReLU.")
+flags.DEFINE_float("encoder_lr_multiplier", 1.0, "Encoder learning rate = this x the head's (fine-tuning).")
+flags.DEFINE_float("train_fraction", 1.0, "Train on this stratified fraction of the labelled list (same subset "
+                   "for the same --seed).")
+flags.DEFINE_string("train_fractions", "1.0 0.2 0.05", "linear_eval: label fractions to probe, space separated.")
+flags.DEFINE_integer("repeats", 3, "linear_eval: subsets drawn per fraction (mean and standard deviation).")
+flags.DEFINE_string("feature_layer", "h", "linear_eval/embed: 'h' (encoder output) or 'proj1', 'proj2', ... "
+                    "(output of projection-head layer k).")
+flags.DEFINE_enum("class_weights", "none", ("none", "auto"), "Segmentation: weight classes by inverse pixel "
+                  "frequency ('auto').")
+
+# --- kNN monitor during pretraining ----------------------------------------------------------
+flags.DEFINE_string("knn_train_file_path", None, "Labelled 'path,label' list of kNN reference images (default: "
+                    "the labels found in --train_file_path).")
+flags.DEFINE_integer("knn_every", 1, "Report weighted kNN accuracy on --val_file_path every N epochs (0: off).")
+flags.DEFINE_integer("knn_k", 20, "Neighbours of the kNN monitor.")
+flags.DEFINE_float("knn_temperature", 0.1, "Temperature of the kNN monitor's similarity weights.")
 
 
 def parse_size(text, flag_name):
@@ -94,6 +117,22 @@ def parse_size(text, flag_name):
     if len(values) != 2 or min(values) < 8:
         raise ValueError(f"--{flag_name}={text!r}: expected 'H W' with two integers of at least 8")
     return values
+
+
+def parse_fractions(text):
+    """'1.0 0.2 0.05' -> [1.0, 0.2, 0.05]; raises ValueError."""
+    values = [float(v) for v in text.replace(",", " ").split()]
+    if not values or not all(0.0 < v <= 1.0 for v in values):
+        raise ValueError(text)
+    return values
+
+
+def _valid_fractions(text):
+    try:
+        parse_fractions(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _validates_size(flag_name):
@@ -129,7 +168,14 @@ def _register_validators():
         message="--blur_sigma_max must be >= --blur_sigma_min")
     flags.register_validator("noise_std", lambda v: v >= 0, message="--noise_std must be >= 0")
     flags.register_validator("learning_rate", lambda v: v is None or v > 0, message="--learning_rate must be positive")
-    flags.register_validator("weight_decay", lambda v: v >= 0, message="--weight_decay must be >= 0")
+    flags.register_validator("weight_decay", lambda v: v is None or v >= 0, message="--weight_decay must be >= 0")
+    flags.register_validator("train_fraction", lambda v: 0.0 < v <= 1.0, message="--train_fraction must be in (0, 1]")
+    flags.register_validator("train_fractions", _valid_fractions,
+                             message="--train_fractions must be numbers in (0, 1] separated by spaces")
+    flags.register_validator("encoder_lr_multiplier", lambda v: v >= 0, message="--encoder_lr_multiplier must be >= 0")
+    flags.register_validator("repeats", lambda v: v >= 1, message="--repeats must be at least 1")
+    flags.register_validator("knn_every", lambda v: v >= 0, message="--knn_every must be >= 0")
+    flags.register_validator("knn_k", lambda v: v >= 1, message="--knn_k must be at least 1")
     flags.register_validator("num_classes", lambda v: v is None or v >= 2, message="--num_classes must be at least 2")
 
 

@@ -16,13 +16,10 @@ from simclr_tf.io_utils import save_keras_atomic
 from simclr_tf.models.heads import build_projection_head
 from simclr_tf.models.resnet import build_resnet, feature_dim
 from simclr_tf.training import callbacks as cb
-from simclr_tf.training.optimizers import build_optimizer
-from simclr_tf.training.schedules import scaled_learning_rate, warmup_cosine_schedule, warmup_steps_for
 from simclr_tf.training.simclr_model import SimCLRModel
 from tasks import common
 
-RESULT_FILES = ("encoder.keras", "projection_head.keras", "loss.png", "augmentations.png", "flags.txt")
-DEFAULT_BASE_LR = {"lars": 0.075, "sgd": 0.075, "adam": 1e-3, "adamw": 1e-3}
+RESULT_FILES = (common.ENCODER_FILE, common.PROJECTION_HEAD_FILE, "loss.png", "augmentations.png", "flags.txt")
 
 
 def run(flag_values):
@@ -34,10 +31,10 @@ def run(flag_values):
     if len(source) < batch_size:
         raise UserError(f"--batch_size={batch_size} is larger than the {len(source)} images to train on; "
                         "lower --batch_size.")
+    run_fingerprint = common.fingerprint(flag_values, ignore={"finetune_save_path"})
     state = common.prepare_run_folder(
-        save_path, cb.read_checkpoint_state(os.path.join(save_path, common.CHECKPOINT_DIR)),
-        common.fingerprint(flag_values, ignore={"finetune_save_path"}), flag_values.resume,
-        flag_values.overwrite, RESULT_FILES, "--pretrain_save_path")
+        save_path, cb.read_checkpoint_state(os.path.join(save_path, common.CHECKPOINT_DIR)), run_fingerprint,
+        flag_values.resume, flag_values.overwrite, RESULT_FILES, "--pretrain_save_path")
     os.makedirs(save_path, exist_ok=True)
     common.write_flags_file(flag_values, save_path)
     keras.utils.set_random_seed(flag_values.seed)
@@ -58,9 +55,10 @@ def run(flag_values):
     _describe_run(flag_values, source, steps, model, start_epoch, peak_lr)
 
     dataset = pretrain_dataset(source, augment_config, batch_size, flag_values.seed, start_epoch)
-    callbacks = _callbacks(flag_values, save_path, source, steps * batch_size, state)
-    model.fit(dataset, epochs=flag_values.num_epochs, initial_epoch=start_epoch, steps_per_epoch=steps,
-              callbacks=callbacks, verbose=common.progress_verbosity(), shuffle=False)
+    common.train_with_checkpoints(
+        model, dataset, flag_values=flag_values, save_path=save_path, state=state, run_fingerprint=run_fingerprint,
+        steps_per_epoch=steps, images_per_epoch=steps * batch_size, skip_log=source.skip_log,
+        plot_metrics=("loss", "contrastive_accuracy"), plot_title="SimCLR pretraining")
     _export(model, save_path, source)
 
 
@@ -89,45 +87,15 @@ def build_simclr_model(flag_values, crop_size, steps):
     head = build_projection_head(feature_dim(encoder), num_layers=flag_values.proj_layers,
                                  output_dim=flag_values.proj_dim)
     model = SimCLRModel(encoder, head, temperature=flag_values.temperature)
-    optimizer, peak_lr = _optimizer(flag_values, steps)
-    model.compile(optimizer=optimizer)
+    optimizer, peak_lr = common.optimizer_from_flags(flag_values, steps, common.PRETRAIN_DEFAULTS)
+    model.compile(optimizer=optimizer, jit_compile=flag_values.jit_compile)
     model(np.zeros((2, *crop_size, 3), np.float32))  # create the variables before any restore
     return model, peak_lr
 
 
-def _optimizer(flag_values, steps):
-    name = flag_values.optimizer
-    base_lr = flag_values.learning_rate if flag_values.learning_rate is not None else DEFAULT_BASE_LR[name]
-    peak_lr = scaled_learning_rate(base_lr, flag_values.batch_size, flag_values.lr_scaling)
-    total_steps = steps * flag_values.num_epochs
-    warmup = warmup_steps_for(flag_values.warmup_epochs, steps, flag_values.warmup_steps)
-    schedule = warmup_cosine_schedule(peak_lr, total_steps, warmup)
-    optimizer = build_optimizer(name, schedule, weight_decay=flag_values.weight_decay,
-                                momentum=flag_values.momentum)
-    return optimizer, peak_lr
-
-
-def _callbacks(flag_values, save_path, source, images_per_epoch, state):
-    def on_epoch_saved(saved_state):
-        common.write_history_csv(saved_state["history"], os.path.join(save_path, "history.csv"))
-        plots.plot_training_curves(saved_state["history"], os.path.join(save_path, "loss.png"),
-                                   title="SimCLR pretraining")
-        common.write_skipped_files(source.skip_log.skipped, save_path)
-
-    return common.progress_callbacks() + [
-        cb.EpochStats(images_per_epoch, source.skip_log, printer=common.say),
-        cb.NonFiniteLossGuard(),
-        cb.ResumableCheckpoint(os.path.join(save_path, common.CHECKPOINT_DIR),
-                               common.fingerprint(flag_values, ignore={"finetune_save_path"}),
-                               history=state["history"] if state else None, on_epoch_saved=on_epoch_saved),
-        keras.callbacks.TensorBoard(os.path.join(save_path, "tensorboard"), write_graph=False,
-                                    profile_batch=0),
-    ]
-
-
 def _export(model, save_path, source):
-    save_keras_atomic(model.encoder, os.path.join(save_path, "encoder.keras"))
-    save_keras_atomic(model.projection_head, os.path.join(save_path, "projection_head.keras"))
+    save_keras_atomic(model.encoder, os.path.join(save_path, common.ENCODER_FILE))
+    save_keras_atomic(model.projection_head, os.path.join(save_path, common.PROJECTION_HEAD_FILE))
     common.write_skipped_files(source.skip_log.skipped, save_path)
     skipped = len(source.skip_log.skipped)
     common.say(f"Saved the encoder to {os.path.join(save_path, 'encoder.keras')}"

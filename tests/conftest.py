@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny demo data set built once per session, and helpers to run main.py."""
 import os
+import pickle
 import subprocess
 import sys
 
@@ -31,3 +32,14 @@ def assert_user_error(result, *fragments):
     assert "Traceback" not in result.stderr, result.stderr
     for fragment in fragments:
         assert fragment in result.stderr, (fragment, result.stderr)
+
+
+def write_fake_cifar10(folder, per_batch=6):
+    """A CIFAR-10 "python version" folder with `per_batch` random images in each of its 6 batches."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 255, (per_batch, 3072), dtype=np.uint8),
+                 b"labels": [int(v) for v in rng.integers(0, 10, per_batch)]}
+        with open(os.path.join(folder, name), "wb") as f:
+            pickle.dump(batch, f)

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, assert_user_error, run_main
+from conftest import REPO, assert_user_error, run_main, write_fake_cifar10
 
 pytestmark = pytest.mark.slow
 
@@ -140,3 +140,12 @@ def test_user_errors_exit_2_without_traceback(tmp_path, demo_data):
     too_big = run_main("--task=pretrain", f"--train_file_path={demo_data.unlabeled}", "--batch_size=64",
                        f"--pretrain_save_path={tmp_path / 'big'}")
     assert_user_error(too_big, "--batch_size=64")
+
+
+def test_cifar10_from_a_local_copy(tmp_path):
+    write_fake_cifar10(str(tmp_path))
+    save_path = str(tmp_path / "run")
+    result = run_main("--task=pretrain", "--cifar10", f"--cifar10_dir={tmp_path}", "--batch_size=8",
+                      "--num_epochs=1", f"--pretrain_save_path={save_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "30 images" in result.stdout and os.path.isfile(os.path.join(save_path, "encoder.keras"))

@@ -44,6 +44,7 @@ import cv2
 import numpy as np
 
 from simclr_tf.errors import UserError
+from simclr_tf.io_utils import write_text_atomic
 
 CLASS_NAMES = ("circle", "square", "triangle", "cross")
 
@@ -268,13 +269,6 @@ def render_demo_sample(seed: int, split: str, index: int, label: int, image_size
 # Files
 
 
-def _write_text_atomic(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _write_png(path: str, array: np.ndarray) -> None:
     if array.ndim == 3:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
@@ -397,14 +391,14 @@ def generate_demo_dataset(
             if progress is not None:
                 progress(done, total)
 
-    _write_text_atomic(os.path.join(out_dir, "classes.txt"), "".join(c + "\n" for c in CLASS_NAMES))
-    _write_text_atomic(os.path.join(out_dir, "README.txt"), _readme(params))
-    _write_text_atomic(lists.unlabeled, "".join(f"{p}\n" for p, _, _ in rows["train"]))
-    _write_text_atomic(lists.train, "".join(f"{p},{c}\n" for p, c, _ in rows["train"]))
-    _write_text_atomic(lists.val, "".join(f"{p},{c}\n" for p, c, _ in rows["val"]))
-    _write_text_atomic(lists.train_seg, "".join(f"{p},{m}\n" for p, _, m in rows["train"]))
-    _write_text_atomic(lists.val_seg, "".join(f"{p},{m}\n" for p, _, m in rows["val"]))
-    _write_text_atomic(os.path.join(out_dir, "params.json"), json.dumps(params, indent=2) + "\n")
+    write_text_atomic(os.path.join(out_dir, "classes.txt"), "".join(c + "\n" for c in CLASS_NAMES))
+    write_text_atomic(os.path.join(out_dir, "README.txt"), _readme(params))
+    write_text_atomic(lists.unlabeled, "".join(f"{p}\n" for p, _, _ in rows["train"]))
+    write_text_atomic(lists.train, "".join(f"{p},{c}\n" for p, c, _ in rows["train"]))
+    write_text_atomic(lists.val, "".join(f"{p},{c}\n" for p, c, _ in rows["val"]))
+    write_text_atomic(lists.train_seg, "".join(f"{p},{m}\n" for p, _, m in rows["train"]))
+    write_text_atomic(lists.val_seg, "".join(f"{p},{m}\n" for p, _, m in rows["val"]))
+    write_text_atomic(os.path.join(out_dir, "params.json"), json.dumps(params, indent=2) + "\n")
     return lists
 
 

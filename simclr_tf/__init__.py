@@ -1,0 +1,8 @@
+"""simclr-tf: SimCLR (Chen et al., 2020) in TensorFlow 2 / Keras 3.
+
+Importing the package registers its custom Keras objects (the LARS optimizer, and any custom
+layers), so `keras.models.load_model` reads every `.keras` file this project writes.
+"""
+from simclr_tf.training import lars as _lars  # noqa: F401  (registers simclr_tf>LARS)
+
+__version__ = "0.1.0"

@@ -18,6 +18,7 @@ from simclr_tf.models.resnet import build_resnet, feature_dim
 from simclr_tf.training import callbacks as cb
 from simclr_tf.training.simclr_model import SimCLRModel
 from tasks import common
+from tasks.classification import LabelledImages, knn_monitor_callbacks, knn_monitor_inputs
 
 RESULT_FILES = (common.ENCODER_FILE, common.PROJECTION_HEAD_FILE, "loss.png", "augmentations.png", "flags.txt")
 
@@ -26,7 +27,8 @@ def run(flag_values):
     """Pretrains and writes every output of contract section 5 into --pretrain_save_path."""
     save_path = flag_values.pretrain_save_path
     input_size, crop_size = common.image_sizes(flag_values)
-    source = _image_source(flag_values, input_size)
+    source, train_labels, test_split = _image_source(flag_values, input_size)
+    knn_inputs = knn_monitor_inputs(flag_values, input_size, train_labels, test_split)  # checks its lists now
     batch_size = flag_values.batch_size
     if len(source) < batch_size:
         raise UserError(f"--batch_size={batch_size} is larger than the {len(source)} images to train on; "
@@ -58,17 +60,23 @@ def run(flag_values):
     common.train_with_checkpoints(
         model, dataset, flag_values=flag_values, save_path=save_path, state=state, run_fingerprint=run_fingerprint,
         steps_per_epoch=steps, images_per_epoch=steps * batch_size, skip_log=source.skip_log,
-        plot_metrics=("loss", "contrastive_accuracy"), plot_title="SimCLR pretraining")
+        extra_callbacks=knn_monitor_callbacks(knn_inputs, model.encoder, source, flag_values, crop_size),
+        plot_metrics=("loss", "contrastive_accuracy", "knn_accuracy"), plot_title="SimCLR pretraining")
     _export(model, save_path, source)
 
 
 def _image_source(flag_values, input_size):
+    """(training images, their labels or None, CIFAR-10's labelled test split or None): the labels
+    and test split only serve the kNN monitor."""
     if flag_values.cifar10:
-        x_train, _, _, _ = load_cifar10(flag_values.cifar10_dir)
-        return ArrayImageSource(x_train, input_size)
+        x_train, y_train, x_test, y_test = load_cifar10(flag_values.cifar10_dir)
+        test_split = LabelledImages(ArrayImageSource(x_test, input_size), y_test, "CIFAR-10 test split")
+        return ArrayImageSource(x_train, input_size), y_train, test_split
     image_list = filelist.read_file_list(flag_values.train_file_path, filelist.IMAGES,
                                          flag_name="--train_file_path")
-    return FileImageSource(image_list.paths, input_size)
+    labels = image_list.labels
+    labelled = all(label is not None and label >= 0 for label in labels)
+    return FileImageSource(image_list.paths, input_size), (np.asarray(labels, np.int64) if labelled else None), None
 
 
 def augmentation_config(flag_values, crop_size):
@@ -121,7 +129,7 @@ def _describe_run(flag_values, source, steps, model, start_epoch, peak_lr):
 
 
 def _progress_printer(what):
-    bar = keras.utils.Progbar(None, unit_name=what)
+    bar = keras.utils.Progbar(None, unit_name=what, verbose=common.progress_verbosity() or 2)
 
     def progress(done, total):
         if bar.target is None:

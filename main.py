@@ -49,6 +49,10 @@ def _parse_flags(argv):
         return flags.FLAGS(argv)
     except flags.Error as e:
         _fail(f"{e}\nRun 'python main.py --helpfull' to see every flag.")
+    except SystemExit as e:
+        # absl exits with status 1 after printing --help/--helpfull; asking for help is not a failure.
+        asked_for_help = any(a.split("=")[0] in ("--help", "-h", "--helpfull", "--helpshort", "-?") for a in argv)
+        sys.exit(0 if asked_for_help and e.code == 1 else e.code)
 
 
 def main(argv):

@@ -13,8 +13,8 @@ OPTIMIZERS = ("lars", "sgd", "adam", "adamw")
 # --- what to do ------------------------------------------------------------------------------
 flags.DEFINE_enum("task", None, TASKS, "What to run.")
 flags.DEFINE_integer("seed", 0, "Random seed: data order, augmentations, initial weights, subsets.")
-flags.DEFINE_boolean("resume", True, "Resume an interrupted run from its last checkpoint (false: start over).")
-flags.DEFINE_boolean("overwrite", False, "Allow replacing finished results of a different configuration.")
+flags.DEFINE_boolean("resume", True, "Resume an interrupted run from its last checkpoint; --resume=false starts over.")
+flags.DEFINE_boolean("overwrite", False, "--overwrite allows replacing the finished results of a different configuration.")
 
 # --- data ------------------------------------------------------------------------------------
 flags.DEFINE_string("train_file_path", None, "Training list: one image per line, or 'path,label' / 'path,labelmap'.")
@@ -85,7 +85,7 @@ flags.DEFINE_boolean("jit_compile", False, "Compile training steps with XLA (mea
 flags.DEFINE_float("temperature", 0.2, "NT-Xent temperature (0.1 ImageNet, 0.5 long CIFAR-10 runs, 0.2 small batches).")
 
 # --- fine-tuning and evaluation --------------------------------------------------------------
-flags.DEFINE_boolean("freeze", False, "Freeze the encoder (linear evaluation protocol): only the head trains.")
+flags.DEFINE_boolean("freeze", False, "--freeze=true freezes the encoder (linear evaluation protocol): only the head trains.")
 flags.DEFINE_enum("head", "linear", ("linear", "mlp"), "Classification head: linear, or an MLP with a ReLU.")
 flags.DEFINE_float("encoder_lr_multiplier", 1.0, "Encoder learning rate = this x the head's (fine-tuning).")
 flags.DEFINE_float("train_fraction", 1.0, "Train on this stratified fraction of the labelled list (same subset "

@@ -33,7 +33,8 @@ flags.DEFINE_string("pretrain_save_path", "logs/pretrain", "Folder of the pretra
 flags.DEFINE_string("finetune_save_path", "logs/finetune", "Folder of the fine-tuning run (model.keras, ...).")
 flags.DEFINE_string("output_path", "logs/output", "Folder for predictions and embeddings.")
 
-# --- augmentations (pretraining; fine-tuning uses crop + flip only) ---------------------------
+# --- augmentations (pretraining; classification fine-tuning uses crop + flip only, segmentation
+#     the geometric ones plus colour jitter on the image) ---------------------------------------
 flags.DEFINE_boolean("crop", True, "Random crop-and-resize (area 0.08-1, aspect 3/4-4/3).")
 flags.DEFINE_float("crop_prob", 1.0, "Probability of the random crop (otherwise the whole image is resized).")
 flags.DEFINE_float("crop_area_min", 0.08, "Smallest crop area as a fraction of the image.")
@@ -88,8 +89,8 @@ flags.DEFINE_float("temperature", 0.2, "NT-Xent temperature (0.1 ImageNet, 0.5 l
 flags.DEFINE_boolean("freeze", False, "--freeze=true freezes the encoder (linear evaluation protocol): only the head trains.")
 flags.DEFINE_enum("head", "linear", ("linear", "mlp"), "Classification head: linear, or an MLP with a ReLU.")
 flags.DEFINE_float("encoder_lr_multiplier", 1.0, "Encoder learning rate = this x the head's (fine-tuning).")
-flags.DEFINE_float("train_fraction", 1.0, "Train on this stratified fraction of the labelled list (same subset "
-                   "for the same --seed).")
+flags.DEFINE_float("train_fraction", 1.0, "Train on this fraction of the labelled list: stratified by class for "
+                   "classification, a random subset of images for segmentation (same subset for the same --seed).")
 flags.DEFINE_string("train_fractions", "1.0 0.2 0.05", "linear_eval: label fractions to probe, space separated.")
 flags.DEFINE_integer("repeats", 3, "linear_eval: subsets drawn per fraction (mean and standard deviation).")
 flags.DEFINE_string("feature_layer", "h", "linear_eval/embed: 'h' (encoder output) or 'proj1', 'proj2', ... "

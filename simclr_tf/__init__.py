@@ -4,5 +4,6 @@ Importing the package registers its custom Keras objects (the LARS optimizer, an
 layers), so `keras.models.load_model` reads every `.keras` file this project writes.
 """
 from simclr_tf.training import lars as _lars  # noqa: F401  (registers simclr_tf>LARS)
+from simclr_tf.models import decoder as _decoder  # noqa: F401  (registers simclr_tf>CropToMatch)
 
 __version__ = "0.1.0"

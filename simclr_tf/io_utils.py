@@ -18,6 +18,7 @@ def atomic_path(final_path, suffix=""):
     os.close(fd)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; results are for everyone
         os.replace(tmp_path, final_path)
     finally:
         if os.path.exists(tmp_path):
@@ -49,3 +50,9 @@ def save_figure_atomic(figure, path, **kwargs):
     suffix = os.path.splitext(path)[1]
     with atomic_path(path, suffix=suffix) as tmp:
         figure.savefig(tmp, **kwargs)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -38,8 +38,11 @@ FINETUNE_DEFAULTS = OptimizerDefaults("sgd", "linear", 0.0, {"lars": 0.1, "sgd":
                                                              "adamw": 1e-3}, warmup_epochs=0, nesterov=True)
 
 
-def optimizer_from_flags(flag_values, steps_per_epoch, defaults):
-    """(optimizer, peak learning rate) with linear warmup then cosine decay to zero."""
+def optimizer_from_flags(flag_values, steps_per_epoch, defaults, lr_multiplier=1.0):
+    """(optimizer, peak learning rate) with linear warmup then cosine decay to zero.
+
+    `lr_multiplier` scales the whole schedule (the encoder's optimizer under --encoder_lr_multiplier).
+    """
     name = flag_values.optimizer or defaults.optimizer
     explicit_lr = flag_values.learning_rate is not None
     base_lr = flag_values.learning_rate if explicit_lr else defaults.base_lr[name]
@@ -47,6 +50,7 @@ def optimizer_from_flags(flag_values, steps_per_epoch, defaults):
     # Adam's default is already a per-step size; scaling it by the batch would be a surprise.
     unscaled = name in ("adam", "adamw") and not explicit_lr and flag_values.lr_scaling is None
     peak_lr = base_lr if unscaled else scaled_learning_rate(base_lr, flag_values.batch_size, scaling)
+    peak_lr *= lr_multiplier
     total_steps = steps_per_epoch * flag_values.num_epochs
     warmup_epochs = defaults.warmup_epochs if flag_values.warmup_epochs is None else flag_values.warmup_epochs
     warmup = min(warmup_steps_for(warmup_epochs, steps_per_epoch, flag_values.warmup_steps),

@@ -81,9 +81,13 @@ def _pct(result):
 def finetune_lines(results):
     lines = []
     classification = _json(os.path.join(results, "classification", "metrics.json"))
+    info = _json(os.path.join(results, "classification", "finetune.json")) or {}
     if classification:
-        lines.append(f"Classification fine-tuning from the pretrained encoder: validation accuracy "
-                     f"{100 * classification['accuracy']:.1f}% on {classification['num_samples']} images.")
+        trained_on = (f" ({info['num_train_images']} labelled images, {100 * info['train_fraction']:g}% of the "
+                      f"training list)" if "num_train_images" in info else "")
+        lines.append(f"Classification fine-tuning of the whole network from the pretrained encoder{trained_on}: "
+                     f"validation accuracy {100 * classification['accuracy']:.1f}% on "
+                     f"{classification['num_samples']} images.")
     ious = {name: _json(os.path.join(results, f"segmentation_{name}", "metrics.json"))
             for name in ("pretrain", "random_init")}
     if all(ious.values()):
@@ -123,17 +127,21 @@ def main():
     parser.add_argument("--readme", default="README.md")
     args = parser.parse_args()
     copied = copy_figures(args.results, args.media)
-    body = ["Made by `bash scripts/demo.sh` on this project's own demo data (1000 training and 200 "
-            "validation images of four shape classes); the numbers below are read from the files that run "
-            "wrote.", ""]
+    probe = _json(os.path.join(args.results, "pretrain", "linear_eval.json")) or {}
+    sizes = (f"{probe['train_images']} training and {probe['val_images']} validation images of "
+             f"{probe['num_classes']} shape classes" if probe else "shapes of four classes")
+    body = [f"Made by `bash scripts/demo.sh` on this project's own demo data ({sizes}); the numbers below are "
+            "read from the files that run wrote.", ""]
     for part in (pretraining_lines(args.results), linear_eval_table(args.results), finetune_lines(args.results),
                  figure_lines(copied, args.media)):
         if part:
             body += part + [""]
     with open(args.readme, encoding="utf-8") as f:
         text = f.read()
-    with open(args.readme, "w", encoding="utf-8") as f:
+    temporary = args.readme + ".tmp"
+    with open(temporary, "w", encoding="utf-8") as f:
         f.write(replace_section(text, "demo-results", "\n".join(body).rstrip()))
+    os.replace(temporary, args.readme)
     print("\n".join(body))
 
 

@@ -13,9 +13,8 @@ import os
 import keras
 import numpy as np
 import tensorflow as tf
-from scipy.special import log_softmax
 
-from simclr_tf.data import filelist
+from simclr_tf.data import augment, filelist
 from simclr_tf.data.cifar10 import load_cifar10
 from simclr_tf.data.labelled import SubsetSource, eval_dataset, stratified_subset, train_dataset
 from simclr_tf.data.pipeline import ArrayImageSource, CachedImageSource, FileImageSource, steps_per_epoch
@@ -29,17 +28,17 @@ from simclr_tf.training.classifier_trainer import ClassifierTrainer, build_class
 from simclr_tf.training.knn_monitor import EpochMetrics
 from tasks import common
 
-MODEL_FILE = "model.keras"
+MODEL_FILE = common.MODEL_FILE
 METRICS_FILE = "metrics.json"
 CONFUSION_FILE = "confusion_matrix.png"
 RESULT_FILES = (MODEL_FILE, common.FINETUNE_INFO_FILE, METRICS_FILE, CONFUSION_FILE, "loss.png", "flags.txt")
 CLASS_NAMES_FILE = "classes.txt"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
-# Flags this task does not read (pretraining augmentations and loss, projection head, probes, kNN):
-# changing them does not change its results, so they stay out of its fingerprint.
+# Flags this task does not read (colour and other pretraining augmentations, loss, projection head,
+# probes, kNN): changing them does not change its results, so they stay out of its fingerprint.
 _PRETRAIN_ONLY_FLAGS = {
-    "crop", "crop_prob", "crop_area_min", "flip", "flip_prob", "jitter", "jitter_prob", "strength", "colordrop",
+    "jitter", "jitter_prob", "strength", "colordrop",
     "colordrop_prob", "blur", "blur_prob", "blur_sigma_min", "blur_sigma_max", "noise", "noise_prob", "noise_std",
     "rotate", "rotate_prob", "rotate_degrees", "cutout", "cutout_prob", "cutout_fraction", "temperature",
     "proj_layers", "proj_dim", "train_fractions", "repeats", "feature_layer", "class_weights",
@@ -232,8 +231,8 @@ def run(flag_values):
     if val is not None:
         val = dataclasses.replace(val, source=maybe_cached(flag_values, val.source, "validation"))
         extra_callbacks.append(EpochMetrics(_validation_metrics(classifier, val, crop_size, flag_values.batch_size)))
-    dataset = train_dataset(train_source, train.labels, crop_size, flag_values.batch_size, flag_values.seed,
-                            start_epoch)
+    dataset = train_dataset(train_source, train.labels, finetune_view_config(flag_values, crop_size),
+                            flag_values.batch_size, flag_values.seed, start_epoch)
     common.train_with_checkpoints(
         trainer, dataset, flag_values=flag_values, save_path=save_path, state=state, run_fingerprint=run_fingerprint,
         steps_per_epoch=steps, images_per_epoch=steps * flag_values.batch_size, skip_log=train_source.skip_log,
@@ -280,6 +279,13 @@ def _describe_run(flag_values, train, data, steps, start_epoch, peak_lr):
                f"epochs {start_epoch + 1}-{flag_values.num_epochs}, peak lr {peak_lr:.4g}")
 
 
+def finetune_view_config(flag_values, crop_size):
+    """The training view (random resized crop and flip) from the --crop* and --flip* flags."""
+    return augment.finetune_config(tuple(crop_size), crop=flag_values.crop, crop_prob=flag_values.crop_prob,
+                                   crop_area_min=flag_values.crop_area_min, flip=flag_values.flip,
+                                   flip_prob=flag_values.flip_prob)
+
+
 def _validation_metrics(classifier, val, crop_size, batch_size):
     """A function computing val_loss and val_accuracy of the classifier (inference mode)."""
     dataset = eval_dataset(val.source, crop_size, batch_size)
@@ -290,7 +296,8 @@ def _validation_metrics(classifier, val, crop_size, batch_size):
         logits, labels = logits[ok], val.labels[ok]
         if not len(labels):
             return {}
-        log_probabilities = log_softmax(logits.astype(np.float64), axis=1)
+        shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+        log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         return {"val_loss": float(-np.mean(log_probabilities[np.arange(len(labels)), labels])),
                 "val_accuracy": float(np.mean(np.argmax(logits, axis=1) == labels))}
     return compute
@@ -342,14 +349,6 @@ def _report_skipped(source, ok):
         common.say(f"  skipped undecodable file: {source.paths[index]}")
 
 
-def load_saved_model(finetune_save_path):
-    path = os.path.join(finetune_save_path, MODEL_FILE)
-    try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as e:  # a damaged or foreign file: the user's problem, not a crash
-        raise UserError(f"--finetune_save_path: cannot load {path}: {e}") from None
-
-
 def evaluate_saved(flag_values, info):
     """`--task=evaluate`: the saved model on --val_file_path (or the CIFAR-10 test split)."""
     input_size = tuple(info["input_size"])
@@ -360,7 +359,7 @@ def evaluate_saved(flag_values, info):
         raise UserError("--val_file_path is required for --task=evaluate (a 'path,label' list).")
     else:
         data = read_labelled_list(flag_values.val_file_path, "--val_file_path", info["num_classes"], input_size)
-    model = load_saved_model(flag_values.finetune_save_path)
+    model = common.load_finetuned_model(flag_values.finetune_save_path)
     evaluate_model(model, data, info, flag_values.finetune_save_path, flag_values.batch_size)
 
 
@@ -369,7 +368,7 @@ def predict_saved(flag_values, info):
     --output_path for every decodable image of --test_file_path; prediction is the class index."""
     image_list = filelist.read_file_list(flag_values.test_file_path, filelist.IMAGES, flag_name="--test_file_path")
     source = FileImageSource(image_list.paths, tuple(info["input_size"]))
-    model = load_saved_model(flag_values.finetune_save_path)
+    model = common.load_finetuned_model(flag_values.finetune_save_path)
     probabilities, ok = predict_probabilities(model, source, info["crop_size"], flag_values.batch_size)
     _report_skipped(source, ok)
     path = os.path.join(flag_values.output_path, "predictions.csv")

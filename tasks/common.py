@@ -184,6 +184,16 @@ FLAGS = flags.FLAGS
 ENCODER_FILE = "encoder.keras"
 PROJECTION_HEAD_FILE = "projection_head.keras"
 FINETUNE_INFO_FILE = "finetune.json"
+MODEL_FILE = "model.keras"
+
+
+def load_finetuned_model(finetune_save_path):
+    """The fine-tuned `model.keras` under --finetune_save_path (classification or segmentation)."""
+    path = os.path.join(finetune_save_path, MODEL_FILE)
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as e:  # a damaged or foreign file: the user's problem, not a crash
+        raise UserError(f"--finetune_save_path: cannot load {path}: {e}") from None
 
 
 def load_pretrained_encoder(pretrain_save_path, backbone, width_multiplier, small_stem, crop_size):

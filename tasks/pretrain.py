@@ -23,6 +23,14 @@ from tasks.classification import LabelledImages, knn_monitor_callbacks, knn_moni
 RESULT_FILES = (common.ENCODER_FILE, common.PROJECTION_HEAD_FILE, "loss.png", "augmentations.png", "flags.txt")
 
 
+# Flags that cannot change the pretrained weights: fine-tuning-only flags, and the kNN monitor's,
+# which only measures (a user may add a validation list when resuming a run).
+_NOT_IN_FINGERPRINT = {
+    "finetune_save_path", "num_classes", "head", "freeze", "encoder_lr_multiplier", "train_fraction",
+    "train_fractions", "repeats", "feature_layer", "class_weights",
+    "val_file_path", "knn_train_file_path", "knn_every", "knn_k", "knn_temperature"}
+
+
 def run(flag_values):
     """Pretrains and writes every output of contract section 5 into --pretrain_save_path."""
     save_path = flag_values.pretrain_save_path
@@ -33,7 +41,7 @@ def run(flag_values):
     if len(source) < batch_size:
         raise UserError(f"--batch_size={batch_size} is larger than the {len(source)} images to train on; "
                         "lower --batch_size.")
-    run_fingerprint = common.fingerprint(flag_values, ignore={"finetune_save_path"})
+    run_fingerprint = common.fingerprint(flag_values, ignore=_NOT_IN_FINGERPRINT)
     state = common.prepare_run_folder(
         save_path, cb.read_checkpoint_state(os.path.join(save_path, common.CHECKPOINT_DIR)), run_fingerprint,
         flag_values.resume, flag_values.overwrite, RESULT_FILES, "--pretrain_save_path")

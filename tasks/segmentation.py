@@ -25,7 +25,7 @@ from simclr_tf.training import callbacks as cb
 from simclr_tf.training.segmentation_trainer import SegmentationTrainer
 from tasks import common
 
-MODEL_FILE = "model.keras"
+MODEL_FILE = common.MODEL_FILE
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FIGURE = "predictions.png"
 PREDICTIONS_LIST = "predictions.txt"
@@ -247,14 +247,6 @@ def _report_skipped(source):
         common.say(f"  skipped undecodable file: {path}")
 
 
-def load_saved_model(finetune_save_path):
-    path = os.path.join(finetune_save_path, MODEL_FILE)
-    try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as e:  # a damaged or foreign file: the user's problem, not a crash
-        raise UserError(f"--finetune_save_path: cannot load {path}: {e}") from None
-
-
 def evaluate_saved(flag_values, info):
     """`--task=evaluate`: metrics.json and predictions.png of the saved model on --val_file_path."""
     num_classes = int(info["num_classes"])
@@ -266,7 +258,7 @@ def evaluate_saved(flag_values, info):
         raise UserError("--val_file_path is required for --task=evaluate (a 'path,labelmap' list).")
     val_list = filelist.read_file_list(flag_values.val_file_path, filelist.SEGMENTATION, flag_name="--val_file_path")
     seg.check_label_maps(val_list, num_classes, "--val_file_path")
-    model = load_saved_model(flag_values.finetune_save_path)
+    model = common.load_finetuned_model(flag_values.finetune_save_path)
     source = seg.InferenceSource(val_list.paths, tuple(info["input_size"]))
     metrics, examples = evaluate_model(model, source, val_list.labels, num_classes, tuple(info["crop_size"]),
                                        flag_values.batch_size, keep=FIGURE_EXAMPLES)
@@ -279,7 +271,7 @@ def predict_saved(flag_values, info):
     predictions.txt ('image,labelmap' lines, itself a segmentation list)."""
     image_list = filelist.read_file_list(flag_values.test_file_path, filelist.IMAGES, flag_name="--test_file_path")
     names = seg.label_map_file_names(image_list.paths)
-    model = load_saved_model(flag_values.finetune_save_path)
+    model = common.load_finetuned_model(flag_values.finetune_save_path)
     source = seg.InferenceSource(image_list.paths, tuple(info["input_size"]))
     output_path = flag_values.output_path
     os.makedirs(output_path, exist_ok=True)

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # fast convolution gradients on CPU (see main.py)
 
 import pytest  # noqa: E402
 

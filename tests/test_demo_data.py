@@ -191,7 +191,7 @@ def test_interrupted_generation_leaves_no_lists(tmp_path):
 def test_colour_and_background_independent_of_class():
     """Mean shape colour and mean background colour do not identify the class."""
     feats, labels = [], []
-    for i in range(200):
+    for i in range(800):   # 200 per class: sampling noise of a class mean ~0.02
         c = i % K
         img, lab = demo.render_demo_sample(seed=5, split="train", index=i, label=c, image_size=SIZE)
         img = img.astype(np.float32) / 255.0

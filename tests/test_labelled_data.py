@@ -75,6 +75,21 @@ def test_train_views_are_random_crops_and_flips_of_the_image():
     assert abs(views.mean() - image.mean() / 255) < 0.08
 
 
+def test_train_views_follow_the_crop_and_flip_settings():
+    from simclr_tf.data.augment import finetune_config
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    source = ArrayImageSource(images, (16, 16))
+    plain = finetune_config((16, 16), crop=False, flip=False)
+    views = np.concatenate([x.numpy() for x, _ in train_dataset(source, np.zeros(4), plain, 4, seed=0).take(1)])
+    as_float = images.astype(np.float32) / 255
+    # Each view is one whole, unflipped image: the settings reached the pipeline.
+    assert all(min(np.abs(v - im).max() for im in as_float) < 1e-6 for v in views)
+    flipped = finetune_config((16, 16), crop=False, flip=True, flip_prob=1.0)
+    views = np.concatenate([x.numpy() for x, _ in train_dataset(source, np.zeros(4), flipped, 4, seed=0).take(1)])
+    assert all(min(np.abs(v - im[:, ::-1]).max() for im in as_float) < 1e-6 for v in views)
+
+
 def test_eval_batches_keep_order_and_every_image_and_flag_undecodable_ones(tmp_path):
     paths = []
     for i in range(5):

@@ -72,6 +72,10 @@ def test_rerunning_a_finished_run_resumes_at_the_end_and_a_different_config_is_r
     again = run_main(*COMMON, f"--train_file_path={demo_data.unlabeled}", f"--pretrain_save_path={save_path}")
     assert again.returncode == 0 and "Resuming from epoch 2" in again.stdout, again.stderr[-2000:]
     assert len(_history(save_path)) == 2
+    # The kNN monitor only measures: adding a validation list is not a different configuration.
+    monitored = run_main(*COMMON, f"--train_file_path={demo_data.unlabeled}", f"--pretrain_save_path={save_path}",
+                         f"--val_file_path={demo_data.val}", f"--knn_train_file_path={demo_data.train}")
+    assert monitored.returncode == 0 and "Resuming from epoch 2" in monitored.stdout, monitored.stderr[-2000:]
     different = run_main(*COMMON, "--temperature=0.7", f"--train_file_path={demo_data.unlabeled}",
                          f"--pretrain_save_path={save_path}")
     assert_user_error(different, "--pretrain_save_path", "different configuration", "--temperature", "--overwrite")

@@ -37,20 +37,22 @@ def stratified_subset(labels, fraction, seed):
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
 
 
-def train_dataset(source, labels, crop_size, batch_size, seed, start_epoch=0):
+def train_dataset(source, labels, view_config, batch_size, seed, start_epoch=0):
     """Infinite batches of (image, label) for fine-tuning, epoch-aligned from `start_epoch`.
 
     `source` is an image source (pipeline.FileImageSource, CachedImageSource, ArrayImageSource)
-    and `labels` its integer labels. Views are random resized crop + flip only (augment.finetune_view);
+    and `labels` its integer labels. Views are random resized crop + flip only (augment.finetune_view
+    with `view_config`: an augment.finetune_config, or a crop size for its defaults);
     undecodable images are dropped (and logged by the source); full batches only.
     """
     label_table = tf.constant(np.asarray(labels, np.int64))
-    crop_size = tuple(crop_size)
+    if not isinstance(view_config, augment.AugmentConfig):
+        view_config = augment.finetune_config(tuple(view_config))
     stream = indexed_stream(len(source), batch_size, seed, start_epoch)
 
     def load(index, element_seed):
         image, ok = load_image_tensor(source, index)
-        return augment.finetune_view(image, element_seed, crop_size), tf.gather(label_table, index), ok
+        return augment.finetune_view(image, element_seed, view_config), tf.gather(label_table, index), ok
 
     dataset = stream.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
     dataset = dataset.filter(_is_decodable).map(_without_flag)

@@ -153,3 +153,13 @@ def test_cifar10_from_a_local_copy(tmp_path):
                       "--num_epochs=1", f"--pretrain_save_path={save_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "30 images" in result.stdout and os.path.isfile(os.path.join(save_path, "encoder.keras"))
+
+
+def test_a_diverging_run_exits_1_with_a_clear_message(demo_data, tmp_path):
+    save_path = str(tmp_path / "run")
+    result = run_main(*COMMON, "--optimizer=sgd", "--learning_rate=1e30", "--warmup_epochs=0",
+                      f"--train_file_path={demo_data.unlabeled}", f"--pretrain_save_path={save_path}")
+    assert result.returncode == 1, (result.returncode, result.stderr[-3000:])
+    assert "Traceback" not in result.stderr
+    assert "training diverged: the loss became" in result.stderr and "--learning_rate" in result.stderr
+    assert not os.path.exists(os.path.join(save_path, "encoder.keras"))

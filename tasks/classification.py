@@ -10,7 +10,6 @@ import dataclasses
 import io
 import os
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -23,7 +22,6 @@ from simclr_tf.evaluation.classification_plots import plot_confusion_matrix
 from simclr_tf.evaluation.metrics import classification_metrics, default_class_names, format_metrics_table
 from simclr_tf.evaluation.probes import run_in_order
 from simclr_tf.io_utils import save_keras_atomic, write_json_atomic, write_text_atomic
-from simclr_tf.training import callbacks as cb
 from simclr_tf.training.classifier_trainer import ClassifierTrainer, build_classifier, with_softmax
 from simclr_tf.training.knn_monitor import EpochMetrics
 from tasks import common
@@ -207,22 +205,13 @@ def run(flag_values):
     if len(train) < flag_values.batch_size:
         raise UserError(f"--batch_size={flag_values.batch_size} is larger than the {len(train)} training images "
                         f"(--train_fraction={flag_values.train_fraction} of {len(data.train)}); lower --batch_size.")
-    run_fingerprint = common.fingerprint(flag_values, ignore=_PRETRAIN_ONLY_FLAGS)
-    state = common.prepare_run_folder(
-        save_path, cb.read_checkpoint_state(os.path.join(save_path, common.CHECKPOINT_DIR)), run_fingerprint,
-        flag_values.resume, flag_values.overwrite, RESULT_FILES, "--finetune_save_path")
-    os.makedirs(save_path, exist_ok=True)
-    common.write_flags_file(flag_values, save_path)
-    keras.utils.set_random_seed(flag_values.seed)
+    state, run_fingerprint = common.open_run_folder(flag_values, save_path, _PRETRAIN_ONLY_FLAGS, RESULT_FILES,
+                                                    "--finetune_save_path")
 
     encoder, pretrained = common.encoder_from_flags(flag_values, crop_size)
     steps = steps_per_epoch(len(train), flag_values.batch_size)
     classifier, trainer, peak_lr = _build_trainer(flag_values, encoder, data.num_classes, crop_size, steps)
-    start_epoch = 0
-    if state is not None:
-        cb.restore_checkpoint(trainer, os.path.join(save_path, common.CHECKPOINT_DIR), state)
-        start_epoch = state["epoch"]
-        common.say(f"Resuming from epoch {start_epoch}")
+    start_epoch = common.resume_from(trainer, save_path, state)
     _describe_run(flag_values, train, data, steps, start_epoch, peak_lr)
 
     train_source = maybe_cached(flag_values, train.source, "training")

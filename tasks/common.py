@@ -121,6 +121,37 @@ def prepare_run_folder(save_path, state, run_fingerprint, resume, overwrite, res
     return None
 
 
+def open_run_folder(flag_values, save_path, ignore, result_files, flag_name):
+    """Starts or resumes a training run in `save_path`; returns (checkpoint state or None, fingerprint).
+
+    The configuration's fingerprint leaves out the flags in `ignore` (they cannot change this task's
+    results); `prepare_run_folder` decides between resuming, refusing and starting over. Then
+    flags.txt is written and every random generator is seeded from --seed.
+    """
+    from simclr_tf.training import callbacks as cb
+
+    run_fingerprint = fingerprint(flag_values, ignore=ignore)
+    saved = cb.read_checkpoint_state(os.path.join(save_path, CHECKPOINT_DIR))
+    state = prepare_run_folder(save_path, saved, run_fingerprint, flag_values.resume, flag_values.overwrite,
+                               result_files, flag_name)
+    os.makedirs(save_path, exist_ok=True)
+    write_flags_file(flag_values, save_path)
+    keras.utils.set_random_seed(flag_values.seed)
+    return state, run_fingerprint
+
+
+def resume_from(trainer, save_path, state):
+    """Restores `trainer` (built and compiled) from the checkpoint `state`; returns the first epoch to
+    train (0 for a new run, when `state` is None)."""
+    if state is None:
+        return 0
+    from simclr_tf.training import callbacks as cb
+
+    cb.restore_checkpoint(trainer, os.path.join(save_path, CHECKPOINT_DIR), state)
+    say(f"Resuming from epoch {state['epoch']}")
+    return state["epoch"]
+
+
 def _differences(old, new):
     if not old:
         return ""

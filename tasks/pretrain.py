@@ -15,7 +15,6 @@ from simclr_tf.evaluation import plots
 from simclr_tf.io_utils import save_keras_atomic
 from simclr_tf.models.heads import build_projection_head
 from simclr_tf.models.resnet import build_resnet, feature_dim
-from simclr_tf.training import callbacks as cb
 from simclr_tf.training.simclr_model import SimCLRModel
 from tasks import common
 from tasks.classification import LabelledImages, knn_monitor_callbacks, knn_monitor_inputs
@@ -41,13 +40,8 @@ def run(flag_values):
     if len(source) < batch_size:
         raise UserError(f"--batch_size={batch_size} is larger than the {len(source)} images to train on; "
                         "lower --batch_size.")
-    run_fingerprint = common.fingerprint(flag_values, ignore=_NOT_IN_FINGERPRINT)
-    state = common.prepare_run_folder(
-        save_path, cb.read_checkpoint_state(os.path.join(save_path, common.CHECKPOINT_DIR)), run_fingerprint,
-        flag_values.resume, flag_values.overwrite, RESULT_FILES, "--pretrain_save_path")
-    os.makedirs(save_path, exist_ok=True)
-    common.write_flags_file(flag_values, save_path)
-    keras.utils.set_random_seed(flag_values.seed)
+    state, run_fingerprint = common.open_run_folder(flag_values, save_path, _NOT_IN_FINGERPRINT, RESULT_FILES,
+                                                    "--pretrain_save_path")
 
     augment_config = augmentation_config(flag_values, crop_size)
     if flag_values.cache and isinstance(source, FileImageSource):
@@ -57,11 +51,7 @@ def run(flag_values):
 
     steps = steps_per_epoch(len(source), batch_size)
     model, peak_lr = build_simclr_model(flag_values, crop_size, steps)
-    start_epoch = 0
-    if state is not None:
-        cb.restore_checkpoint(model, os.path.join(save_path, common.CHECKPOINT_DIR), state)
-        start_epoch = state["epoch"]
-        common.say(f"Resuming from epoch {start_epoch}")
+    start_epoch = common.resume_from(model, save_path, state)
     _describe_run(flag_values, source, steps, model, start_epoch, peak_lr)
 
     dataset = pretrain_dataset(source, augment_config, batch_size, flag_values.seed, start_epoch)

@@ -8,7 +8,6 @@ what evaluate and predict need: sizes and number of classes.
 """
 import os
 
-import keras
 import numpy as np
 
 from simclr_tf.data import filelist
@@ -21,7 +20,6 @@ from simclr_tf.evaluation.segmentation_metrics import (SegmentationValidation, e
 from simclr_tf.evaluation.segmentation_plots import plot_segmentation_predictions
 from simclr_tf.io_utils import save_keras_atomic, write_json_atomic, write_text_atomic
 from simclr_tf.models.decoder import build_segmentation_model
-from simclr_tf.training import callbacks as cb
 from simclr_tf.training.segmentation_trainer import SegmentationTrainer
 from tasks import common
 
@@ -50,22 +48,13 @@ def run(flag_values):
     num_classes = _required_num_classes(flag_values)
     input_size, crop_size = common.image_sizes(flag_values)
     train_list, val_list, subset, class_weights = _checked_data(flag_values, num_classes)
-    run_fingerprint = common.fingerprint(flag_values, ignore=_UNUSED_FLAGS)
-    state = common.prepare_run_folder(
-        save_path, cb.read_checkpoint_state(os.path.join(save_path, common.CHECKPOINT_DIR)), run_fingerprint,
-        flag_values.resume, flag_values.overwrite, RESULT_FILES, "--finetune_save_path")
-    os.makedirs(save_path, exist_ok=True)
-    common.write_flags_file(flag_values, save_path)
-    keras.utils.set_random_seed(flag_values.seed)
+    state, run_fingerprint = common.open_run_folder(flag_values, save_path, _UNUSED_FLAGS, RESULT_FILES,
+                                                    "--finetune_save_path")
 
     encoder, pretrained = common.encoder_from_flags(flag_values, crop_size)
     steps = steps_per_epoch(len(subset), flag_values.batch_size)
     model, trainer, peak_lr = _build_trainer(flag_values, encoder, num_classes, crop_size, steps)
-    start_epoch = 0
-    if state is not None:
-        cb.restore_checkpoint(trainer, os.path.join(save_path, common.CHECKPOINT_DIR), state)
-        start_epoch = state["epoch"]
-        common.say(f"Resuming from epoch {start_epoch}")
+    start_epoch = common.resume_from(trainer, save_path, state)
     _describe_run(flag_values, len(subset), len(train_list), val_list, num_classes, encoder, steps, start_epoch,
                   peak_lr)
 

@@ -10,7 +10,7 @@ cd "$repo"
 py=.venv/bin/python
 data="${DEMO_DIR:-demo_data}"
 out="${DEMO_OUT:-logs/demo}"
-epochs="${DEMO_EPOCHS:-10}"
+epochs="${DEMO_EPOCHS:-20}"
 # 32 px images with the ImageNet stem: on a 2-core CPU the small stem is 5x slower (README, Speed).
 common=(--input_size="32 32" --small_stem=false --seed=0)
 
@@ -35,11 +35,13 @@ echo "== 4/7 embeddings and t-SNE of the validation images"
 $py main.py --task=embed "${common[@]}" --test_file_path="$data/val.txt" --pretrain_save_path="$out/pretrain" \
   --output_path="$out/embed"
 
-echo "== 5/7 classification fine-tuning on 5% of the labels, from the pretrained encoder"
-$py main.py --task=classification "${common[@]}" --train_file_path="$data/train.txt" \
-  --val_file_path="$data/val.txt" --num_classes=4 --train_fraction=0.05 --batch_size=32 --num_epochs=15 \
-  --crop_area_min=0.3 \
-  --pretrain_save_path="$out/pretrain" --finetune_save_path="$out/classification"
+echo "== 5/7 classification fine-tuning on 5% of the labels: pretrained and random-init encoders"
+for encoder in pretrain random_init; do
+  $py main.py --task=classification "${common[@]}" --train_file_path="$data/train.txt" \
+    --val_file_path="$data/val.txt" --num_classes=4 --train_fraction=0.05 --batch_size=32 --num_epochs=15 \
+    --crop_area_min=0.3 \
+    --pretrain_save_path="$out/$encoder" --finetune_save_path="$out/classification_$encoder"
+done
 
 echo "== 6/7 segmentation on 10% of the label maps: pretrained and random-init encoders"
 for encoder in pretrain random_init; do

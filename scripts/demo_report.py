@@ -19,7 +19,7 @@ FIGURES = {  # results file -> media name
     "pretrain/linear_eval.png": "linear_eval_pretrained.png",
     "random_init/linear_eval.png": "linear_eval_random_init.png",
     "embed/tsne.png": "tsne.png",
-    "classification/confusion_matrix.png": "confusion_matrix.png",
+    "classification_pretrain/confusion_matrix.png": "confusion_matrix.png",
     "segmentation_pretrain/predictions.png": "segmentation_predictions.png",
 }
 
@@ -80,22 +80,30 @@ def _pct(result):
 
 def finetune_lines(results):
     lines = []
-    classification = _json(os.path.join(results, "classification", "metrics.json"))
-    info = _json(os.path.join(results, "classification", "finetune.json")) or {}
-    if classification:
-        trained_on = (f" ({info['num_train_images']} labelled images, {100 * info['train_fraction']:g}% of the "
+    accuracies = _by_encoder(results, "classification", "metrics.json")
+    if accuracies:
+        info = _json(os.path.join(results, "classification_pretrain", "finetune.json")) or {}
+        trained_on = (f" on {info['num_train_images']} labelled images ({100 * info['train_fraction']:g}% of the "
                       f"training list)" if "num_train_images" in info else "")
-        lines.append(f"Classification fine-tuning of the whole network from the pretrained encoder{trained_on}: "
-                     f"validation accuracy {100 * classification['accuracy']:.1f}% on "
-                     f"{classification['num_samples']} images.")
-    ious = {name: _json(os.path.join(results, f"segmentation_{name}", "metrics.json"))
-            for name in ("pretrain", "random_init")}
-    if all(ious.values()):
+        lines += [f"Classification: the whole network fine-tuned{trained_on}, validation accuracy on "
+                  f"{accuracies['pretrain']['num_samples']} images:", "",
+                  "| classification encoder | validation accuracy |", "|---|---|"]
+        lines += [f"| {label} | {100 * accuracies[name]['accuracy']:.1f}% |" for name, label in _ENCODERS]
+    ious = _by_encoder(results, "segmentation", "metrics.json")
+    if ious:
         lines += ["", "| segmentation encoder | mean IoU | pixel accuracy |", "|---|---|---|"]
-        for name, label in (("random_init", "random init"), ("pretrain", "SimCLR-pretrained")):
-            lines.append(f"| {label} | {100 * ious[name]['mean_iou']:.1f}% | "
-                         f"{100 * ious[name]['pixel_accuracy']:.1f}% |")
+        lines += [f"| {label} | {100 * ious[name]['mean_iou']:.1f}% | {100 * ious[name]['pixel_accuracy']:.1f}% |"
+                  for name, label in _ENCODERS]
     return lines
+
+
+_ENCODERS = (("random_init", "random init"), ("pretrain", "SimCLR-pretrained"))
+
+
+def _by_encoder(results, task, name):
+    """{encoder: json} of `<task>_<encoder>/<name>` for both encoders, or {} when one is missing."""
+    found = {encoder: _json(os.path.join(results, f"{task}_{encoder}", name)) for encoder, _ in _ENCODERS}
+    return found if all(found.values()) else {}
 
 
 def copy_figures(results, media):

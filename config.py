@@ -4,6 +4,8 @@ Flags live here and only here. Tasks read them and pass plain values to the libr
 (`simclr_tf/` never reads flags). Validation that involves one flag is registered here; checks
 that need files (lists, checkpoints) happen in the tasks.
 """
+import re
+
 from absl import flags
 
 TASKS = ("pretrain", "classification", "segmentation", "evaluate", "predict", "linear_eval", "embed")
@@ -106,18 +108,20 @@ flags.DEFINE_integer("knn_k", 20, "Neighbours of the kNN monitor.")
 flags.DEFINE_float("knn_temperature", 0.1, "Temperature of the kNN monitor's similarity weights.")
 
 
+# 'H W', 'H,W', 'HxW' or a single side 'S'; a separator must be followed by a second number.
+_SIZE = re.compile(r"^\s*(\d+)(?:(?:\s*[x,]\s*|\s+)(\d+))?\s*$")
+
+
 def parse_size(text, flag_name):
     """'H W', 'H,W', 'HxW' or 'S' -> (H, W); raises ValueError with a readable message."""
-    parts = text.replace(",", " ").replace("x", " ").split()
-    try:
-        values = tuple(int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"--{flag_name}={text!r}: expected 'H W' with two positive integers") from None
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or min(values) < 8:
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"--{flag_name}={text!r}: expected 'H W' with two positive integers (or one for a square)")
+    height = int(match.group(1))
+    width = int(match.group(2)) if match.group(2) is not None else height
+    if min(height, width) < 8:
         raise ValueError(f"--{flag_name}={text!r}: expected 'H W' with two integers of at least 8")
-    return values
+    return height, width
 
 
 def parse_fractions(text):

@@ -109,6 +109,8 @@ def test_segmentation_lines_resolve_both_paths(tmp_path):
 def test_missing_list_empty_list_and_bad_encoding(tmp_path):
     with pytest.raises(UserError, match="list file not found"):
         filelist.read_file_list(str(tmp_path / "nope.txt"))
+    with pytest.raises(UserError, match="is a folder; give a text file listing its images"):
+        filelist.read_file_list(str(tmp_path))
     with pytest.raises(UserError, match="lists no images"):
         filelist.read_file_list(_write_list(tmp_path / "e.txt", "# only a comment\n\n"))
     with open(tmp_path / "bad.txt", "wb") as f:

@@ -71,6 +71,9 @@ def _read_lines(list_path, flag_name):
     """Yields (line_number, stripped_text) for non-blank, non-comment lines."""
     if not list_path:
         raise UserError(f"{flag_name} is required for this task.")
+    if os.path.isdir(list_path):
+        raise UserError(f"{flag_name}: {list_path} is a folder; give a text file listing its images, "
+                        "one path per line (README, 'Your own images').")
     if not os.path.isfile(list_path):
         raise UserError(f"{flag_name}: list file not found: {list_path}")
     with open(list_path, "rb") as f:

@@ -16,7 +16,8 @@ import tensorflow as tf
 from simclr_tf.data import augment, filelist
 from simclr_tf.data.cifar10 import load_cifar10
 from simclr_tf.data.labelled import SubsetSource, eval_dataset, stratified_subset, train_dataset
-from simclr_tf.data.pipeline import ArrayImageSource, CachedImageSource, FileImageSource, steps_per_epoch
+from simclr_tf.data.pipeline import (ArrayImageSource, CachedImageSource, FileImageSource, check_an_image_decodes,
+                                     steps_per_epoch)
 from simclr_tf.errors import UserError
 from simclr_tf.evaluation.classification_plots import plot_confusion_matrix
 from simclr_tf.evaluation.metrics import classification_metrics, default_class_names, format_metrics_table
@@ -205,6 +206,7 @@ def run(flag_values):
     if len(train) < flag_values.batch_size:
         raise UserError(f"--batch_size={flag_values.batch_size} is larger than the {len(train)} training images "
                         f"(--train_fraction={flag_values.train_fraction} of {len(data.train)}); lower --batch_size.")
+    check_an_image_decodes(train.source, "--train_file_path")
     state, run_fingerprint = common.open_run_folder(flag_values, save_path, _PRETRAIN_ONLY_FLAGS, RESULT_FILES,
                                                     "--finetune_save_path")
 

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from simclr_tf.data import augment, filelist
 from simclr_tf.data.cifar10 import load_cifar10
-from simclr_tf.data.pipeline import (ArrayImageSource, CachedImageSource, FileImageSource,
+from simclr_tf.data.pipeline import (ArrayImageSource, CachedImageSource, FileImageSource, check_an_image_decodes,
                                      pretrain_dataset, sample_images, steps_per_epoch)
 from simclr_tf.errors import UserError
 from simclr_tf.evaluation import plots
@@ -40,6 +40,7 @@ def run(flag_values):
     if len(source) < batch_size:
         raise UserError(f"--batch_size={batch_size} is larger than the {len(source)} images to train on; "
                         "lower --batch_size.")
+    check_an_image_decodes(source, "--train_file_path")
     state, run_fingerprint = common.open_run_folder(flag_values, save_path, _NOT_IN_FINGERPRINT, RESULT_FILES,
                                                     "--pretrain_save_path")
 

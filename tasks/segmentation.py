@@ -13,7 +13,7 @@ import numpy as np
 from simclr_tf.data import filelist
 from simclr_tf.data import segmentation as seg
 from simclr_tf.data.decode import read_image, read_label_map
-from simclr_tf.data.pipeline import steps_per_epoch
+from simclr_tf.data.pipeline import check_an_image_decodes, steps_per_epoch
 from simclr_tf.errors import UserError
 from simclr_tf.evaluation.segmentation_metrics import (SegmentationValidation, evaluate_model, format_metrics,
                                                        predict_label_maps)
@@ -48,6 +48,9 @@ def run(flag_values):
     num_classes = _required_num_classes(flag_values)
     input_size, crop_size = common.image_sizes(flag_values)
     train_list, val_list, subset, class_weights = _checked_data(flag_values, num_classes)
+    train_source = seg.SegmentationSource([train_list.paths[i] for i in subset], [train_list.labels[i] for i in subset],
+                                          input_size)
+    check_an_image_decodes(train_source, "--train_file_path")
     state, run_fingerprint = common.open_run_folder(flag_values, save_path, _UNUSED_FLAGS, RESULT_FILES,
                                                     "--finetune_save_path")
 
@@ -58,8 +61,6 @@ def run(flag_values):
     _describe_run(flag_values, len(subset), len(train_list), val_list, num_classes, encoder, steps, start_epoch,
                   peak_lr)
 
-    train_source = seg.SegmentationSource(np.asarray(train_list.paths)[subset], np.asarray(train_list.labels)[subset],
-                                          input_size)
     if flag_values.cache:
         common.say(f"Decoding {len(train_source)} training images and label maps into memory (--cache) ...")
         train_source.cache()

@@ -7,8 +7,8 @@ import tensorflow as tf
 
 from simclr_tf.data.augment import AugmentConfig
 from simclr_tf.data.cifar10 import load_cifar10
-from simclr_tf.data.pipeline import (CachedImageSource, FileImageSource, epoch_order, indexed_stream,
-                                     pretrain_dataset, steps_per_epoch)
+from simclr_tf.data.pipeline import (CachedImageSource, FileImageSource, check_an_image_decodes, epoch_order,
+                                     indexed_stream, pretrain_dataset, steps_per_epoch)
 from simclr_tf.errors import UserError
 
 from conftest import write_fake_cifar10
@@ -88,3 +88,17 @@ def test_cifar10_from_a_local_copy(tmp_path):
     assert x_test.shape == (6, 32, 32, 3)
     with pytest.raises(UserError, match="missing data_batch_1"):
         load_cifar10(str(tmp_path / "nowhere"))
+
+
+def test_a_source_with_no_decodable_image_is_refused_after_one_decode_otherwise(tmp_path, source):
+    broken = []
+    for i in range(3):
+        path = tmp_path / f"broken{i}.png"
+        path.write_bytes(b"not an image")
+        broken.append(str(path))
+    with pytest.raises(UserError, match=r"--train_file_path: none of its 3 images can be decoded(.|\n)*broken0.png"):
+        check_an_image_decodes(FileImageSource(broken, (32, 32)), "--train_file_path")
+    # One good image among broken ones is enough; the check stops at the first decodable image.
+    mixed = FileImageSource(broken + source.paths[:1] + broken, (32, 32))
+    check_an_image_decodes(mixed, "--train_file_path")
+    assert set(mixed.skip_log.skipped) == set(broken)

@@ -144,6 +144,16 @@ def test_user_errors_exit_2_without_traceback(tmp_path, demo_data):
                        f"--pretrain_save_path={tmp_path / 'big'}")
     assert_user_error(too_big, "--batch_size=64")
 
+    # Every image undecodable: training would wait forever for a first batch.
+    broken = tmp_path / "broken.txt"
+    for i in range(3):
+        (tmp_path / f"broken{i}.png").write_bytes(b"not an image")
+    broken.write_text("".join(f"broken{i}.png\n" for i in range(3)))
+    nothing_decodes = run_main("--task=pretrain", f"--train_file_path={broken}", "--batch_size=2",
+                               f"--pretrain_save_path={tmp_path / 'broken_run'}", timeout=120)
+    assert_user_error(nothing_decodes, "--train_file_path", "none of its 3 images can be decoded", "broken0.png")
+    assert not os.path.exists(tmp_path / "broken_run")
+
 
 def test_cifar10_from_a_local_copy(tmp_path):
     write_fake_cifar10(str(tmp_path))

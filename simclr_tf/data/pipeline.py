@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from simclr_tf.data import augment
 from simclr_tf.data.decode import ImageDecodeError, read_image_resized
+from simclr_tf.errors import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Effectively "forever": `fit` stops after num_epochs x steps_per_epoch batches.
@@ -85,6 +86,21 @@ class CachedImageSource:
     def load(self, index):
         index = int(index)
         return self._images[index], np.bool_(self._ok[index])
+
+
+def check_an_image_decodes(source, what):
+    """Raises UserError when not one image of `source` can be decoded.
+
+    Training skips undecodable images, so with none left it would wait forever for a first batch.
+    Decoding stops at the first success: one file in the usual case. `what` names the list.
+    """
+    for index in range(len(source)):
+        if source.load(index)[-1]:  # the last item of what a source loads is its ok flag
+            return
+    skipped = source.skip_log.skipped
+    examples = "".join(f"\n  {path}: {reason}" for path, reason in list(skipped.items())[:3])
+    raise UserError(f"{what}: none of its {len(source)} images can be decoded, so there is nothing to train on. "
+                    f"For example:{examples}")
 
 
 def load_image_tensor(source, index):

@@ -7,8 +7,8 @@ import tensorflow as tf
 
 from simclr_tf.data.augment import AugmentConfig
 from simclr_tf.data.cifar10 import load_cifar10
-from simclr_tf.data.pipeline import (CachedImageSource, FileImageSource, check_an_image_decodes, epoch_order,
-                                     indexed_stream, pretrain_dataset, steps_per_epoch)
+from simclr_tf.data.pipeline import (CachedImageSource, FileImageSource, check_an_image_decodes, epoch_elements,
+                                     epoch_order, pretrain_dataset, steps_per_epoch)
 from simclr_tf.errors import UserError
 
 from conftest import write_fake_cifar10
@@ -36,7 +36,8 @@ def test_epoch_order_is_a_seeded_permutation_that_changes_every_epoch():
 
 
 def test_each_epoch_contributes_whole_batches_and_every_element_gets_its_own_seed():
-    elements = list(indexed_stream(10, 4, seed=0, start_epoch=0).take(16).as_numpy_iterator())
+    elements = [e for epoch in (0, 1) for e in epoch_elements(10, 4, seed=0, epoch=epoch).as_numpy_iterator()]
+    assert len(elements) == 16
     first_epoch = [int(i) for i, _ in elements[:8]]
     assert len(set(first_epoch)) == 8 and steps_per_epoch(10, 4) == 2  # remainder of 2 dropped
     seeds = {tuple(s) for _, s in elements}
@@ -64,6 +65,19 @@ def test_a_stream_started_at_epoch_k_equals_the_uninterrupted_one_from_there(sou
         np.testing.assert_array_equal(b1, b2)
 
 
+def test_with_undecodable_files_every_epoch_keeps_its_batches_and_resumes_exactly(source, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    mixed = FileImageSource(source.paths[:10] + [str(broken)] * 2, (32, 32))  # 12 listed, 10 decodable
+    steps = steps_per_epoch(len(mixed), 4)  # 3 batches per epoch, whatever is undecodable
+    uninterrupted = _batches(pretrain_dataset(mixed, CONFIG, 4, seed=1), 3 * steps)
+    resumed = _batches(pretrain_dataset(mixed, CONFIG, 4, seed=1, start_epoch=2), steps)
+    assert all(a.shape == (4, 32, 32, 3) for a, _ in uninterrupted)
+    for (a1, b1), (a2, b2) in zip(uninterrupted[2 * steps:], resumed):
+        np.testing.assert_array_equal(a1, a2)
+        np.testing.assert_array_equal(b1, b2)
+
+
 def test_cached_source_gives_the_same_images(source):
     cached = CachedImageSource(source)
     for i in (0, 5, 19):
@@ -75,8 +89,10 @@ def test_undecodable_files_are_skipped_and_logged(source, tmp_path):
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     paths = source.paths[:7] + [str(broken)]
     mixed = FileImageSource(paths, (32, 32))
-    batches = _batches(pretrain_dataset(mixed, CONFIG, 2, seed=0), 3)  # 7 good images: 3 full batches
-    assert all(a.shape == (2, 32, 32, 3) for a, _ in batches)
+    # One whole epoch, so every listed file has been read: 4 batches of 2 although only 7 images decode
+    # (the last batch is completed with the epoch's first image again).
+    batches = _batches(pretrain_dataset(mixed, CONFIG, 2, seed=0), steps_per_epoch(len(mixed), 2))
+    assert len(batches) == 4 and all(a.shape == (2, 32, 32, 3) for a, _ in batches)
     assert list(mixed.skip_log.skipped) == [str(broken)]
     assert mixed.skip_log.take_new() == [str(broken)] and mixed.skip_log.take_new() == []
 

@@ -1,6 +1,6 @@
 """Labelled image pipelines (classification, linear evaluation, kNN) and stratified label fractions.
 
-Training batches come from `pipeline.indexed_stream`, so like pretraining their order and
+Training batches come from `pipeline.epoch_batches`, so like pretraining their order and
 augmentation are a pure function of (seed, epoch): a resumed fine-tuning run sees exactly the
 batches of an uninterrupted one. Evaluation batches keep the list order, hold every image (the last
 batch may be smaller) and carry an `ok` flag per image so callers can leave undecodable files out.
@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from simclr_tf.data import augment
-from simclr_tf.data.pipeline import AUTOTUNE, indexed_stream, load_image_tensor
+from simclr_tf.data.pipeline import AUTOTUNE, epoch_batches, load_image_tensor
 
 
 def stratified_subset(labels, fraction, seed):
@@ -48,26 +48,12 @@ def train_dataset(source, labels, view_config, batch_size, seed, start_epoch=0):
     label_table = tf.constant(np.asarray(labels, np.int64))
     if not isinstance(view_config, augment.AugmentConfig):
         view_config = augment.finetune_config(tuple(view_config))
-    stream = indexed_stream(len(source), batch_size, seed, start_epoch)
 
     def load(index, element_seed):
         image, ok = load_image_tensor(source, index)
         return augment.finetune_view(image, element_seed, view_config), tf.gather(label_table, index), ok
 
-    dataset = stream.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
-    dataset = dataset.filter(_is_decodable).map(_without_flag)
-    return dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
-
-
-# Plain functions rather than lambdas: AutoGraph cannot tell two lambdas on one line apart.
-@tf.autograph.experimental.do_not_convert
-def _is_decodable(image, label, ok):
-    return ok
-
-
-@tf.autograph.experimental.do_not_convert
-def _without_flag(image, label, ok):
-    return image, label
+    return epoch_batches(len(source), batch_size, seed, start_epoch, load)
 
 
 def eval_dataset(source, crop_size, batch_size):

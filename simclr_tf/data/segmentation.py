@@ -18,7 +18,7 @@ Each step owns a fixed sub-seed, so switching one off does not change what the o
 and label maps are first resized to `input_size` when read (the label map with OpenCV's
 INTER_NEAREST_EXACT, which uses the same pixel centres as the image's resize).
 
-Training batches come from `pipeline.indexed_stream`: order and augmentations are a pure function of
+Training batches come from `pipeline.epoch_batches`: order and augmentations are a pure function of
 (seed, epoch), so a resumed run sees the batches of an uninterrupted one.
 """
 import concurrent.futures
@@ -34,7 +34,7 @@ from PIL import Image
 from simclr_tf.data import augment
 from simclr_tf.data.decode import ImageDecodeError, read_image, read_label_map, resize_image
 from simclr_tf.data.filelist import MAX_REPORTED_PROBLEMS
-from simclr_tf.data.pipeline import AUTOTUNE, SkipLog, indexed_stream
+from simclr_tf.data.pipeline import AUTOTUNE, SkipLog, epoch_batches
 from simclr_tf.errors import UserError
 from simclr_tf.io_utils import atomic_path
 
@@ -356,20 +356,15 @@ def train_dataset(source, config, batch_size, seed, start_epoch=0, class_weights
     """Infinite batches of (image, label int32 [B, H, W]) or, with `class_weights`, (image, label,
     per-pixel weight [B, H, W]) for Keras' sample_weight; epoch-aligned from `start_epoch`, full
     batches only, undecodable pairs dropped (and logged by the source)."""
-    stream = indexed_stream(len(source), batch_size, seed, start_epoch)
     table = weight_table(class_weights) if class_weights is not None else None
 
     def load(index, element_seed):
         image, label, ok = load_pair_tensor(source, index)
         image, label = augment_example(image, label, element_seed, config)
-        return image, tf.cast(label, tf.int32), ok
+        label = tf.cast(label, tf.int32)
+        return (image, label, ok) if table is None else (image, label, tf.gather(table, label), ok)
 
-    def to_example(image, label, ok):
-        return (image, label) if table is None else (image, label, tf.gather(table, label))
-
-    dataset = stream.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
-    dataset = dataset.filter(lambda image, label, ok: ok).map(to_example)
-    return dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+    return epoch_batches(len(source), batch_size, seed, start_epoch, load)
 
 
 def inference_dataset(source, crop_size, batch_size):

@@ -287,8 +287,7 @@ def _validation_metrics(classifier, val, crop_size, batch_size):
         logits, labels = logits[ok], val.labels[ok]
         if not len(labels):
             return {}
-        shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-        log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        log_probabilities = tf.nn.log_softmax(logits.astype(np.float64), axis=1).numpy()
         return {"val_loss": float(-np.mean(log_probabilities[np.arange(len(labels)), labels])),
                 "val_accuracy": float(np.mean(np.argmax(logits, axis=1) == labels))}
     return compute

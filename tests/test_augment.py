@@ -263,11 +263,12 @@ def test_eval_view_small_is_plain_resize():
 
 def test_finetune_view():
     image = textured(48, 40)
-    first = A.finetune_view(image, seed(20), (32, 32)).numpy()
+    config = A.finetune_config((32, 32))
+    first = A.augment_view(image, seed(20), config).numpy()
     assert first.shape == (32, 32, 3) and first.dtype == np.float32
     assert 0.0 <= first.min() and first.max() <= 1.0
-    np.testing.assert_array_equal(first, A.finetune_view(image, seed(20), (32, 32)).numpy())
-    assert not np.array_equal(first, A.finetune_view(image, seed(21), (32, 32)).numpy())
+    np.testing.assert_array_equal(first, A.augment_view(image, seed(20), config).numpy())
+    assert not np.array_equal(first, A.augment_view(image, seed(21), config).numpy())
 
 
 def test_default_blur_and_config_checks():

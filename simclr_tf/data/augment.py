@@ -384,17 +384,10 @@ def augment_pair(image, seed, config: AugmentConfig):
 
 
 def finetune_config(crop_size, crop=True, crop_prob=1.0, crop_area_min=0.08, flip=True, flip_prob=0.5):
-    """The fine-tuning view's settings: random resized crop and flip only (no colour, blur or noise)."""
+    """Settings of the fine-tuning training view (`augment_view` with them): random resized crop and
+    flip only, no colour, blur or noise."""
     return AugmentConfig(crop_size=crop_size, crop=crop, crop_prob=crop_prob, crop_area_min=crop_area_min,
                          flip=flip, flip_prob=flip_prob, jitter=False, colordrop=False, blur=False)
-
-
-@_graph_style
-def finetune_view(image, seed, config) -> tf.Tensor:
-    """Training view for fine-tuning: `config` from `finetune_config`, or a crop size for its defaults."""
-    if not isinstance(config, AugmentConfig):
-        config = finetune_config(config)
-    return augment_view(image, seed, config)
 
 
 def _center_crop_box(image_height, image_width, crop_size):

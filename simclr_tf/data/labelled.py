@@ -41,7 +41,7 @@ def train_dataset(source, labels, view_config, batch_size, seed, start_epoch=0):
     """Infinite batches of (image, label) for fine-tuning, epoch-aligned from `start_epoch`.
 
     `source` is an image source (pipeline.FileImageSource, CachedImageSource, ArrayImageSource)
-    and `labels` its integer labels. Views are random resized crop + flip only (augment.finetune_view
+    and `labels` its integer labels. Views are random resized crop + flip only (augment.augment_view
     with `view_config`: an augment.finetune_config, or a crop size for its defaults);
     undecodable images are dropped (and logged by the source); full batches only.
     """
@@ -51,7 +51,7 @@ def train_dataset(source, labels, view_config, batch_size, seed, start_epoch=0):
 
     def load(index, element_seed):
         image, ok = load_image_tensor(source, index)
-        return augment.finetune_view(image, element_seed, view_config), tf.gather(label_table, index), ok
+        return augment.augment_view(image, element_seed, view_config), tf.gather(label_table, index), ok
 
     return epoch_batches(len(source), batch_size, seed, start_epoch, load)
 

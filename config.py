@@ -1,115 +1,186 @@
-"""Every command-line flag of simclr-tf, grouped by what it controls.
+"""Every command-line flag of simclr-tf, in named groups.
 
 Flags live here and only here. Tasks read them and pass plain values to the library
 (`simclr_tf/` never reads flags). Validation that involves one flag is registered here; checks
 that need files (lists, checkpoints) happen in the tasks.
+
+Every flag belongs to exactly one group of `FLAG_GROUPS` (the `flag_group` blocks below). Each task
+declares the groups it reads, and which of them define its results: a run folder's fingerprint is
+built from those (tasks/run_folder.py), so a new flag in a group a task does not read never breaks
+that task's resume, and a flag passed to a task that does not read it prints a warning.
 """
+import contextlib
 import re
 
 from absl import flags
+
+FLAG_GROUPS = {}
+
+
+@contextlib.contextmanager
+def flag_group(name):
+    """Records the flags defined inside the block as the group `name` (in definition order)."""
+    before = set(flags.FLAGS)
+    yield
+    FLAG_GROUPS[name] = tuple(n for n in flags.FLAGS if n not in before)
+
 
 TASKS = ("pretrain", "classification", "segmentation", "evaluate", "predict", "linear_eval", "embed")
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 OPTIMIZERS = ("lars", "sgd", "adam", "adamw")
 
-# --- what to do ------------------------------------------------------------------------------
-flags.DEFINE_enum("task", None, TASKS, "What to run.")
-flags.DEFINE_integer("seed", 0, "Random seed: data order, augmentations, initial weights, subsets.")
-flags.DEFINE_boolean("resume", True, "Resume an interrupted run from its last checkpoint; --resume=false starts over.")
-flags.DEFINE_boolean("overwrite", False, "--overwrite allows replacing the finished results of a different configuration.")
+# --- what to run ------------------------------------------------------------------------------------
+with flag_group("task"):
+    flags.DEFINE_enum("task", None, TASKS, "What to run.")
 
-# --- data ------------------------------------------------------------------------------------
-flags.DEFINE_string("train_file_path", None, "Training list: one image per line, or 'path,label' / 'path,labelmap'.")
-flags.DEFINE_string("val_file_path", None, "Validation list ('path,label' or 'path,labelmap').")
-flags.DEFINE_string("test_file_path", None, "Images to predict or embed (one per line, optionally 'path,label').")
-flags.DEFINE_string("input_size", "32 32", "'H W' (or one number for square): images are resized to this when read.")
-flags.DEFINE_string("crop_size", None, "'H W' the random crop-and-resize outputs, what the network sees "
-                    "(default: the input size).")
-flags.DEFINE_boolean("cache", False, "Decode every image once and keep it in memory (small data sets).")
-flags.DEFINE_boolean("cifar10", False, "Use CIFAR-10 instead of file lists (Keras' loader, or --cifar10_dir).")
-flags.DEFINE_string("cifar10_dir", None, "Local copy of CIFAR-10 (the python version: data_batch_1..5, test_batch).")
-flags.DEFINE_integer("num_classes", None, "Number of classes (classification; segmentation: including background).")
+# --- starting over or resuming (never part of a fingerprint) ----------------------------------------
+with flag_group("run_control"):
+    flags.DEFINE_boolean("resume", True, "Resume an interrupted run from its last checkpoint; --resume=false starts over.")
+    flags.DEFINE_boolean("overwrite", False, "--overwrite allows replacing the finished results of a different configuration.")
 
-# --- where results go ------------------------------------------------------------------------
-flags.DEFINE_string("pretrain_save_path", "logs/pretrain", "Folder of the pretraining run (encoder.keras, ...).")
-flags.DEFINE_string("finetune_save_path", "logs/finetune", "Folder of the fine-tuning run (model.keras, ...).")
-flags.DEFINE_string("output_path", "logs/output", "Folder for predictions and embeddings.")
+with flag_group("randomness"):
+    flags.DEFINE_integer("seed", 0, "Random seed: data order, augmentations, initial weights, subsets.")
 
-# --- augmentations (pretraining; classification fine-tuning uses crop + flip only, segmentation
-#     the geometric ones plus colour jitter on the image) ---------------------------------------
-flags.DEFINE_boolean("crop", True, "Random crop-and-resize (area 0.08-1, aspect 3/4-4/3).")
-flags.DEFINE_float("crop_prob", 1.0, "Probability of the random crop (otherwise the whole image is resized).")
-flags.DEFINE_float("crop_area_min", 0.08, "Smallest crop area as a fraction of the image.")
-flags.DEFINE_boolean("flip", True, "Random horizontal flip.")
-flags.DEFINE_float("flip_prob", 0.5, "Probability of the flip.")
-flags.DEFINE_boolean("jitter", True, "Colour jitter (brightness, contrast, saturation, hue in random order).")
-flags.DEFINE_float("jitter_prob", 0.8, "Probability of the colour jitter.")
-flags.DEFINE_float("strength", 1.0, "Colour-jitter strength s (0.5 is the CIFAR-10 recipe).")
-flags.DEFINE_boolean("colordrop", True, "Random conversion to greyscale.")
-flags.DEFINE_float("colordrop_prob", 0.2, "Probability of the colour drop.")
-flags.DEFINE_boolean("blur", None, "Gaussian blur (default: on when the crop side is above 64 px, off at or below).")
-flags.DEFINE_float("blur_prob", 0.5, "Probability of the blur.")
-flags.DEFINE_float("blur_sigma_min", 0.1, "Smallest blur sigma (drawn uniformly per image).")
-flags.DEFINE_float("blur_sigma_max", 2.0, "Largest blur sigma.")
-flags.DEFINE_boolean("noise", False, "Additive Gaussian noise.")
-flags.DEFINE_float("noise_prob", 0.5, "Probability of the noise.")
-flags.DEFINE_float("noise_std", 0.05, "Standard deviation of the noise (images are in [0, 1]).")
-flags.DEFINE_boolean("rotate", False, "Random rotation.")
-flags.DEFINE_float("rotate_prob", 0.5, "Probability of the rotation.")
-flags.DEFINE_float("rotate_degrees", 30.0, "Largest rotation angle in degrees (uniform in [-deg, deg]).")
-flags.DEFINE_boolean("cutout", False, "Cutout: erase a random square.")
-flags.DEFINE_float("cutout_prob", 0.5, "Probability of the cutout.")
-flags.DEFINE_float("cutout_fraction", 0.25, "Side of the erased square as a fraction of the image side.")
+# --- data -------------------------------------------------------------------------------------------
+with flag_group("train_list"):
+    flags.DEFINE_string("train_file_path", None, "Training list: one image per line, or 'path,label' / 'path,labelmap'.")
 
-# --- model -----------------------------------------------------------------------------------
-flags.DEFINE_enum("backbone", "resnet18", BACKBONES, "Encoder architecture.")
-flags.DEFINE_integer("width_multiplier", 1, "ResNet width multiplier.")
-flags.DEFINE_boolean("small_stem", None, "3x3 stride-1 stem without max-pool (default: when the crop side <= 32).")
-flags.DEFINE_integer("proj_layers", 2, "Layers of the projection head (paper v1: 2, official code: 3).")
-flags.DEFINE_integer("proj_dim", 128, "Output size of the projection head.")
+with flag_group("val_list"):
+    flags.DEFINE_string("val_file_path", None, "Validation list ('path,label' or 'path,labelmap').")
 
-# --- optimisation ----------------------------------------------------------------------------
-flags.DEFINE_integer("batch_size", 256, "Images per batch (each gives two views in pretraining).")
-flags.DEFINE_integer("num_epochs", 100, "Training epochs.")
-flags.DEFINE_float("learning_rate", None, "Base learning rate, scaled by --lr_scaling (default: pretraining "
-                   "0.075 x sqrt(batch) for LARS/SGD, the paper's small-batch recipe; fine-tuning 0.1 x batch/256; "
-                   "Adam/AdamW 1e-3 unscaled).")
-flags.DEFINE_enum("lr_scaling", None, ("linear", "sqrt"), "Learning rate = base x batch/256 or base x sqrt(batch) "
-                  "(default: sqrt for pretraining, linear for fine-tuning).")
-flags.DEFINE_enum("optimizer", None, OPTIMIZERS, "Optimiser (default: lars for pretraining, Nesterov SGD for "
-                  "fine-tuning).")
-flags.DEFINE_float("weight_decay", None, "Weight decay, never applied to BN parameters and biases (default: 1e-6 "
-                   "pretraining, 0 fine-tuning).")
-flags.DEFINE_float("momentum", 0.9, "Momentum (LARS, SGD).")
-flags.DEFINE_integer("warmup_epochs", None, "Linear warmup epochs before the cosine decay (default: 10 for "
-                     "pretraining, 0 for fine-tuning).")
-flags.DEFINE_integer("warmup_steps", None, "Linear warmup in steps (overrides --warmup_epochs; the original CLI used 1000).")
-flags.DEFINE_boolean("jit_compile", False, "Compile training steps with XLA (measure first: see the README).")
-flags.DEFINE_float("temperature", 0.2, "NT-Xent temperature (0.1 ImageNet, 0.5 long CIFAR-10 runs, 0.2 small batches).")
+with flag_group("test_list"):
+    flags.DEFINE_string("test_file_path", None, "Images to predict or embed (one per line, optionally 'path,label').")
 
-# --- fine-tuning and evaluation --------------------------------------------------------------
-flags.DEFINE_boolean("freeze", False, "--freeze=true freezes the encoder (linear evaluation protocol): only the head trains.")
-flags.DEFINE_enum("head", "linear", ("linear", "mlp"), "Classification head: linear, or an MLP with a ReLU.")
-flags.DEFINE_float("encoder_lr_multiplier", 1.0, "Encoder learning rate = this x the head's (fine-tuning).")
-flags.DEFINE_float("train_fraction", 1.0, "Train on this fraction of the labelled list: stratified by class for "
-                   "classification, a random subset of images for segmentation (same subset for the same --seed).")
-flags.DEFINE_string("train_fractions", "1.0 0.2 0.05", "linear_eval: label fractions to probe, space separated.")
-flags.DEFINE_integer("repeats", 3, "linear_eval: subsets drawn per fraction (mean and standard deviation).")
-flags.DEFINE_string("feature_layer", "h", "linear_eval/embed: 'h' (encoder output) or 'proj1', 'proj2', ... "
-                    "(output of projection-head layer k).")
-flags.DEFINE_enum("class_weights", "none", ("none", "auto"), "Segmentation: weight classes by inverse pixel "
-                  "frequency ('auto').")
+with flag_group("image_size"):
+    flags.DEFINE_string("input_size", "32 32", "'H W' (or one number for square): images are resized to this when read.")
+    flags.DEFINE_string("crop_size", None, "'H W' the random crop-and-resize outputs, what the network sees "
+                        "(default: the input size).")
 
-# --- kNN monitor during pretraining ----------------------------------------------------------
-flags.DEFINE_string("knn_train_file_path", None, "Labelled 'path,label' list of kNN reference images (default: "
-                    "the labels found in --train_file_path).")
-flags.DEFINE_integer("knn_every", 1, "Report weighted kNN accuracy on --val_file_path every N epochs (0: off).")
-flags.DEFINE_integer("knn_k", 20, "Neighbours of the kNN monitor.")
-flags.DEFINE_float("knn_temperature", 0.1, "Temperature of the kNN monitor's similarity weights.")
+with flag_group("cifar10"):
+    flags.DEFINE_boolean("cifar10", False, "Use CIFAR-10 instead of file lists (Keras' loader, or --cifar10_dir).")
+    flags.DEFINE_string("cifar10_dir", None, "Local copy of CIFAR-10 (the python version: data_batch_1..5, test_batch).")
 
+with flag_group("classes"):
+    flags.DEFINE_integer("num_classes", None, "Number of classes (classification; segmentation: including background).")
+
+# --- where results go (and, for fine-tuning, where the encoder comes from) --------------------------
+with flag_group("pretrain_folder"):
+    flags.DEFINE_string("pretrain_save_path", "logs/pretrain", "Folder of the pretraining run (encoder.keras, ...).")
+
+with flag_group("finetune_folder"):
+    flags.DEFINE_string("finetune_save_path", "logs/finetune", "Folder of the fine-tuning run (model.keras, ...).")
+
+with flag_group("output_folder"):
+    flags.DEFINE_string("output_path", "logs/output", "Folder for predictions and embeddings.")
+
+# --- speed only: never part of a fingerprint --------------------------------------------------------
+with flag_group("performance"):
+    flags.DEFINE_boolean("cache", False, "Decode every image once and keep it in memory (small data sets).")
+    flags.DEFINE_boolean("jit_compile", False, "Compile training steps with XLA (measure first: see the README).")
+
+# --- augmentations: every task that trains reads the crop and flip ----------------------------------
+with flag_group("augment_crop_flip"):
+    flags.DEFINE_boolean("crop", True, "Random crop-and-resize (area 0.08-1, aspect 3/4-4/3).")
+    flags.DEFINE_float("crop_prob", 1.0, "Probability of the random crop (otherwise the whole image is resized).")
+    flags.DEFINE_float("crop_area_min", 0.08, "Smallest crop area as a fraction of the image.")
+    flags.DEFINE_boolean("flip", True, "Random horizontal flip.")
+    flags.DEFINE_float("flip_prob", 0.5, "Probability of the flip.")
+
+# --- pretraining and segmentation -------------------------------------------------------------------
+with flag_group("augment_colour_jitter"):
+    flags.DEFINE_boolean("jitter", True, "Colour jitter (brightness, contrast, saturation, hue in random order).")
+    flags.DEFINE_float("jitter_prob", 0.8, "Probability of the colour jitter.")
+    flags.DEFINE_float("strength", 1.0, "Colour-jitter strength s (0.5 is the CIFAR-10 recipe).")
+
+with flag_group("augment_rotation"):
+    flags.DEFINE_boolean("rotate", False, "Random rotation.")
+    flags.DEFINE_float("rotate_prob", 0.5, "Probability of the rotation.")
+    flags.DEFINE_float("rotate_degrees", 30.0, "Largest rotation angle in degrees (uniform in [-deg, deg]).")
+
+# --- pretraining only -------------------------------------------------------------------------------
+with flag_group("augment_pretrain_only"):
+    flags.DEFINE_boolean("colordrop", True, "Random conversion to greyscale.")
+    flags.DEFINE_float("colordrop_prob", 0.2, "Probability of the colour drop.")
+    flags.DEFINE_boolean("blur", None, "Gaussian blur (default: on when the crop side is above 64 px, off at or below).")
+    flags.DEFINE_float("blur_prob", 0.5, "Probability of the blur.")
+    flags.DEFINE_float("blur_sigma_min", 0.1, "Smallest blur sigma (drawn uniformly per image).")
+    flags.DEFINE_float("blur_sigma_max", 2.0, "Largest blur sigma.")
+    flags.DEFINE_boolean("noise", False, "Additive Gaussian noise.")
+    flags.DEFINE_float("noise_prob", 0.5, "Probability of the noise.")
+    flags.DEFINE_float("noise_std", 0.05, "Standard deviation of the noise (images are in [0, 1]).")
+    flags.DEFINE_boolean("cutout", False, "Cutout: erase a random square.")
+    flags.DEFINE_float("cutout_prob", 0.5, "Probability of the cutout.")
+    flags.DEFINE_float("cutout_fraction", 0.25, "Side of the erased square as a fraction of the image side.")
+
+# --- model ------------------------------------------------------------------------------------------
+with flag_group("encoder"):
+    flags.DEFINE_enum("backbone", "resnet18", BACKBONES, "Encoder architecture.")
+    flags.DEFINE_integer("width_multiplier", 1, "ResNet width multiplier.")
+    flags.DEFINE_boolean("small_stem", None, "3x3 stride-1 stem without max-pool (default: when the crop side <= 32).")
+
+with flag_group("projection_head"):
+    flags.DEFINE_integer("proj_layers", 2, "Layers of the projection head (paper v1: 2, official code: 3).")
+    flags.DEFINE_integer("proj_dim", 128, "Output size of the projection head.")
+
+# --- optimisation -----------------------------------------------------------------------------------
+with flag_group("batch"):
+    flags.DEFINE_integer("batch_size", 256, "Images per batch (each gives two views in pretraining).")
+
+with flag_group("schedule"):
+    flags.DEFINE_integer("num_epochs", 100, "Training epochs.")
+    flags.DEFINE_float("learning_rate", None, "Base learning rate, scaled by --lr_scaling (default: pretraining "
+                       "0.075 x sqrt(batch) for LARS/SGD, the paper's small-batch recipe; fine-tuning 0.1 x batch/256; "
+                       "Adam/AdamW 1e-3 unscaled).")
+    flags.DEFINE_enum("lr_scaling", None, ("linear", "sqrt"), "Learning rate = base x batch/256 or base x sqrt(batch) "
+                      "(default: sqrt for pretraining, linear for fine-tuning).")
+    flags.DEFINE_enum("optimizer", None, OPTIMIZERS, "Optimiser (default: lars for pretraining, Nesterov SGD for "
+                      "fine-tuning).")
+    flags.DEFINE_float("weight_decay", None, "Weight decay, never applied to BN parameters and biases (default: 1e-6 "
+                       "pretraining, 0 fine-tuning).")
+    flags.DEFINE_float("momentum", 0.9, "Momentum (LARS, SGD).")
+    flags.DEFINE_integer("warmup_epochs", None, "Linear warmup epochs before the cosine decay (default: 10 for "
+                         "pretraining, 0 for fine-tuning).")
+    flags.DEFINE_integer("warmup_steps", None, "Linear warmup in steps (overrides --warmup_epochs; the original CLI used 1000).")
+
+with flag_group("contrastive_loss"):
+    flags.DEFINE_float("temperature", 0.2, "NT-Xent temperature (0.1 ImageNet, 0.5 long CIFAR-10 runs, 0.2 small batches).")
+
+# --- fine-tuning ------------------------------------------------------------------------------------
+with flag_group("finetune"):
+    flags.DEFINE_boolean("freeze", False, "--freeze=true freezes the encoder (linear evaluation protocol): only the head trains.")
+    flags.DEFINE_float("encoder_lr_multiplier", 1.0, "Encoder learning rate = this x the head's (fine-tuning).")
+    flags.DEFINE_float("train_fraction", 1.0, "Train on this fraction of the labelled list: stratified by class for "
+                       "classification, a random subset of images for segmentation (same subset for the same --seed).")
+
+with flag_group("classification_head"):
+    flags.DEFINE_enum("head", "linear", ("linear", "mlp"), "Classification head: linear, or an MLP with a ReLU.")
+
+with flag_group("segmentation_loss"):
+    flags.DEFINE_enum("class_weights", "none", ("none", "auto"), "Segmentation: weight classes by inverse pixel "
+                      "frequency ('auto').")
+
+# --- linear evaluation and embeddings ---------------------------------------------------------------
+with flag_group("probes"):
+    flags.DEFINE_string("train_fractions", "1.0 0.2 0.05", "linear_eval: label fractions to probe, space separated.")
+    flags.DEFINE_integer("repeats", 3, "linear_eval: subsets drawn per fraction (mean and standard deviation).")
+
+with flag_group("feature_layer"):
+    flags.DEFINE_string("feature_layer", "h", "linear_eval/embed: 'h' (encoder output) or 'proj1', 'proj2', ... "
+                        "(output of projection-head layer k).")
+
+# --- kNN monitor during pretraining -----------------------------------------------------------------
+with flag_group("knn_monitor"):
+    flags.DEFINE_string("knn_train_file_path", None, "Labelled 'path,label' list of kNN reference images (default: "
+                        "the labels found in --train_file_path).")
+    flags.DEFINE_integer("knn_every", 1, "Report weighted kNN accuracy on --val_file_path every N epochs (0: off).")
+    flags.DEFINE_integer("knn_k", 20, "Neighbours of the kNN monitor.")
+    flags.DEFINE_float("knn_temperature", 0.1, "Temperature of the kNN monitor's similarity weights.")
 
 # 'H W', 'H,W', 'HxW' or a single side 'S'; a separator must be followed by a second number.
-_SIZE = re.compile(r"^\s*(\d+)(?:(?:\s*[x,]\s*|\s+)(\d+))?\s*$")
+_SIZE = re.compile(r"^\s*(\d+)(?:(?:\s*[x,]\s*|\s+)(\d+))?\s*$", re.ASCII)
+# Image sides outside this range are typos, not sizes a network is trained at (a 4096 px side is
+# already 200 MB per float32 view).
+MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 8, 4096
 
 
 def parse_size(text, flag_name):
@@ -119,8 +190,9 @@ def parse_size(text, flag_name):
         raise ValueError(f"--{flag_name}={text!r}: expected 'H W' with two positive integers (or one for a square)")
     height = int(match.group(1))
     width = int(match.group(2)) if match.group(2) is not None else height
-    if min(height, width) < 8:
-        raise ValueError(f"--{flag_name}={text!r}: expected 'H W' with two integers of at least 8")
+    if min(height, width) < MIN_IMAGE_SIDE or max(height, width) > MAX_IMAGE_SIDE:
+        raise ValueError(f"--{flag_name}={text!r}: expected 'H W' with two integers from {MIN_IMAGE_SIDE} to "
+                         f"{MAX_IMAGE_SIDE}")
     return height, width
 
 

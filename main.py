@@ -11,7 +11,12 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from absl import app, flags  # noqa: E402
 
-import config  # noqa: E402,F401  (defines the flags)
+if __package__:  # installed by pip: simclr_tf.cli.main, the `simclr-tf` console script
+    from . import config  # noqa: E402  (defines the flags)
+    _TASKS_PACKAGE = f"{__package__}.tasks"
+else:  # `python main.py` in a checkout
+    import config  # noqa: E402
+    _TASKS_PACKAGE = "tasks"
 
 USER_ERROR_STATUS = 2
 
@@ -40,7 +45,7 @@ def _c_level_stderr_silenced():
 
 def _import_task(task_name):
     with _c_level_stderr_silenced():
-        module = importlib.import_module(f"tasks.{task_name}")
+        module = importlib.import_module(f"{_TASKS_PACKAGE}.{task_name}")
         import tensorflow as tf
         tf.config.list_physical_devices()  # device probing prints, too
     return module
@@ -67,7 +72,9 @@ def main(argv):
     task = _import_task(task_name)
     from simclr_tf.errors import UserError
     from simclr_tf.training.callbacks import NonFiniteLossError
+    flag_use = importlib.import_module(f"{_TASKS_PACKAGE}.flag_use")
     try:
+        flag_use.warn_unused(flags.FLAGS, task.FLAGS_READ)
         task.run(flags.FLAGS)
     except UserError as e:
         _fail(str(e))

@@ -23,7 +23,8 @@ import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from simclr_tf.data.augment import AugmentConfig, default_blur  # noqa: E402
-from simclr_tf.data.pipeline import FileImageSource, pretrain_dataset  # noqa: E402
+from simclr_tf.data.pipeline import pretrain_dataset  # noqa: E402
+from simclr_tf.data.sources import FileImageSource  # noqa: E402
 from simclr_tf.models.heads import build_projection_head  # noqa: E402
 from simclr_tf.models.resnet import build_resnet, feature_dim, small_stem_default  # noqa: E402
 from simclr_tf.training.lars import LARS  # noqa: E402

@@ -14,15 +14,22 @@ import numpy as np
 
 from simclr_tf.data import filelist
 from simclr_tf.data.labelled import eval_dataset
-from simclr_tf.data.pipeline import FileImageSource
+from simclr_tf.data.sources import FileImageSource
 from simclr_tf.errors import UserError
 from simclr_tf.evaluation.classification_plots import plot_tsne_panels
 from simclr_tf.evaluation.probes import features_function, parse_feature_layer, projection_layer_count, \
     run_in_order, tsne_2d
 from simclr_tf.io_utils import atomic_path
-from tasks import common
-from tasks.classification import class_names_beside
-from tasks.linear_eval import projection_head_from_flags
+
+from . import artifacts
+from .console import say
+from .flag_use import TaskFlags
+from .labelled_data import class_names_beside
+from .sizes import image_sizes
+
+FLAGS_READ = TaskFlags("embed", results=(), also_reads=(
+    "randomness", "test_list", "image_size", "classes", "pretrain_folder", "encoder", "projection_head", "batch",
+    "feature_layer", "output_folder"))
 
 EMBEDDINGS_FILE = "embeddings.npz"
 TSNE_FILE = "tsne.png"
@@ -31,7 +38,7 @@ TSNE_MAX_POINTS = 5000
 
 
 def run(flag_values):
-    input_size, crop_size = common.image_sizes(flag_values)
+    input_size, crop_size = image_sizes(flag_values)
     try:
         extra_depth = parse_feature_layer(flag_values.feature_layer)
     except ValueError as e:
@@ -39,8 +46,8 @@ def run(flag_values):
     image_list = filelist.read_file_list(flag_values.test_file_path, filelist.IMAGES, flag_name="--test_file_path")
     labels = _labels(image_list, flag_values.num_classes)
     keras.utils.set_random_seed(flag_values.seed)
-    encoder, _ = common.encoder_from_flags(flag_values, crop_size)
-    head, _ = projection_head_from_flags(flag_values, encoder)
+    encoder, _ = artifacts.load_pretrained_encoder(flag_values, crop_size)
+    head, _ = artifacts.load_projection_head(flag_values, encoder)
     last = projection_layer_count(head)
     if extra_depth > last:
         raise UserError(f"--feature_layer={flag_values.feature_layer}: the projection head has {last} layer(s)")
@@ -50,7 +57,7 @@ def run(flag_values):
     outputs, ok = run_in_order(features_function(encoder, head, layers),
                                eval_dataset(source, crop_size, flag_values.batch_size))
     for index in np.flatnonzero(~ok):
-        common.say(f"  skipped undecodable file: {source.paths[index]}")
+        say(f"  skipped undecodable file: {source.paths[index]}")
     arrays = {"h": outputs["h"][ok], "z": outputs[f"proj{last}"][ok], "paths": np.asarray(source.paths)[ok]}
     arrays.update({name: outputs[name][ok] for name in layers[2:]})
     if labels is not None:
@@ -58,9 +65,9 @@ def run(flag_values):
     path = os.path.join(flag_values.output_path, EMBEDDINGS_FILE)
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
-    common.say(f"Wrote {', '.join(arrays)} of {int(ok.sum())} images to {path}")
+    say(f"Wrote {', '.join(arrays)} of {int(ok.sum())} images to {path}")
     if labels is None:
-        common.say(f"No t-SNE plot: --test_file_path={flag_values.test_file_path} has no labels ('path,label' lines)")
+        say(f"No t-SNE plot: --test_file_path={flag_values.test_file_path} has no labels ('path,label' lines)")
         return
     _plot_tsne(arrays, layers, flag_values)
 
@@ -72,7 +79,7 @@ def _labels(image_list, num_classes):
         return None
     unlabelled = [e for e in image_list.entries if e.label is None]
     if unlabelled:
-        common.say(f"Labels ignored: {len(unlabelled)} line(s) of {image_list.list_path} have none "
+        say(f"Labels ignored: {len(unlabelled)} line(s) of {image_list.list_path} have none "
                    f"(first: line {unlabelled[0].line})")
         return None
     upper = num_classes if num_classes is not None else float("inf")
@@ -87,16 +94,16 @@ def _labels(image_list, num_classes):
 def _plot_tsne(arrays, layers, flag_values):
     labels = arrays["labels"]
     if len(labels) < 5:
-        common.say(f"No t-SNE plot: only {len(labels)} images")
+        say(f"No t-SNE plot: only {len(labels)} images")
         return
     chosen = np.arange(len(labels))
     if len(chosen) > TSNE_MAX_POINTS:
         chosen = np.sort(np.random.default_rng(flag_values.seed).choice(chosen, TSNE_MAX_POINTS, replace=False))
-        common.say(f"t-SNE of a random sample of {TSNE_MAX_POINTS} of the {len(labels)} images")
+        say(f"t-SNE of a random sample of {TSNE_MAX_POINTS} of the {len(labels)} images")
     num_classes = flag_values.num_classes or int(labels.max()) + 1
     names = class_names_beside(flag_values.test_file_path, num_classes)
     panels = ["h"] + layers[2:] + ["z"]
     points = {name: tsne_2d(arrays[name][chosen], seed=flag_values.seed) for name in panels}
     path = os.path.join(flag_values.output_path, TSNE_FILE)
     plot_tsne_panels(points, labels[chosen], names, path)
-    common.say(f"Wrote {path} (t-SNE of {' and '.join(panels)}, coloured by class)")
+    say(f"Wrote {path} (t-SNE of {' and '.join(panels)}, coloured by class)")

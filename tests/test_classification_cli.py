@@ -14,8 +14,9 @@ import pytest
 
 from conftest import assert_user_error, run_main
 from simclr_tf.models.resnet import build_resnet
-from simclr_tf.training.classifier_trainer import ClassifierTrainer, build_classifier
-from tasks import common
+from simclr_tf.models.classifier import build_classifier
+from simclr_tf.training.finetune_trainer import ClassificationObjective, FineTuneTrainer
+from tasks import optimizer_flags
 
 slow = pytest.mark.slow
 SMALL = ["--input_size=32 32", "--batch_size=8", "--seed=1"]
@@ -29,7 +30,7 @@ def _one_step_changes(optimizer_class, multiplier):
     encoder = build_resnet("resnet18", width_multiplier=0.125, image_size=(16, 16))
     classifier = build_classifier(encoder, 3, (16, 16))
     encoder_optimizer = optimizer_class(learning_rate=0.1 * multiplier) if multiplier is not None else None
-    trainer = ClassifierTrainer(classifier, encoder, encoder_optimizer)
+    trainer = FineTuneTrainer(classifier, encoder, ClassificationObjective(), encoder_optimizer)
     trainer.compile(optimizer=optimizer_class(learning_rate=0.1))
     trainer(np.zeros((1, 16, 16, 3), np.float32))
     trainer.build_optimizers()
@@ -56,8 +57,9 @@ def test_encoder_lr_multiplier_scales_the_encoder_step_only(optimizer_class):
 def test_optimizer_from_flags_scales_the_whole_schedule():
     flags = types.SimpleNamespace(optimizer=None, learning_rate=None, lr_scaling=None, batch_size=64, num_epochs=4,
                                   warmup_epochs=1, warmup_steps=None, weight_decay=None, momentum=0.9)
-    head, head_peak = common.optimizer_from_flags(flags, 10, common.FINETUNE_DEFAULTS)
-    encoder, encoder_peak = common.optimizer_from_flags(flags, 10, common.FINETUNE_DEFAULTS, lr_multiplier=0.1)
+    head, head_peak = optimizer_flags.optimizer_from_flags(flags, 10, optimizer_flags.FINETUNE_DEFAULTS)
+    encoder, encoder_peak = optimizer_flags.optimizer_from_flags(flags, 10, optimizer_flags.FINETUNE_DEFAULTS,
+                                                                 lr_multiplier=0.1)
     assert encoder_peak == pytest.approx(0.1 * head_peak)
     for step in (0, 5, 10, 25):
         head.iterations.assign(step)

@@ -7,7 +7,7 @@ import tensorflow as tf
 from simclr_tf.models.decoder import build_segmentation_model, uses_small_stem
 from simclr_tf.models.resnet import build_resnet
 from simclr_tf.training.optimizers import build_optimizer
-from simclr_tf.training.segmentation_trainer import SegmentationTrainer, segmentation_loss
+from simclr_tf.training.finetune_trainer import FineTuneTrainer, SegmentationObjective
 
 SIZES = [(32, 32), (33, 47), (50, 50), (17, 9)]
 
@@ -50,7 +50,7 @@ def _trainer(freeze=False, encoder_lr=None):
     encoder = build_resnet("resnet18", width_multiplier=0.25, small_stem=True)
     model = build_segmentation_model(encoder, 3, freeze=freeze)
     encoder_optimizer = None if encoder_lr is None else build_optimizer("sgd", encoder_lr, momentum=0.9)
-    trainer = SegmentationTrainer(model, model.get_layer("encoder"), encoder_optimizer)
+    trainer = FineTuneTrainer(model, encoder, SegmentationObjective(), encoder_optimizer)
     trainer.compile(optimizer=build_optimizer("sgd", 0.1, momentum=0.9))
     trainer.build_optimizers()
     return model, trainer
@@ -101,6 +101,12 @@ def _log_softmax(logits):
     return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
+def segmentation_loss(labels, logits, sample_weight=None):
+    """The trainer's loss on one device: the weighted mean of the objective's per-pixel losses."""
+    losses, weights = SegmentationObjective().losses_and_weights(labels, logits, sample_weight)
+    return float(tf.reduce_sum(losses * weights) / tf.reduce_sum(weights))
+
+
 def test_loss_is_the_mean_over_labelled_pixels_and_the_weighted_mean_with_class_weights():
     rng = np.random.default_rng(1)
     logits = rng.normal(size=(2, 3, 4, 3)).astype(np.float32)
@@ -109,14 +115,14 @@ def test_loss_is_the_mean_over_labelled_pixels_and_the_weighted_mean_with_class_
     labels[1, 2, 1] = 255
     keep = labels != 255
     nll = -np.take_along_axis(_log_softmax(logits.astype(np.float64)), np.where(keep, labels, 0)[..., None], -1)[..., 0]
-    loss = float(segmentation_loss()(labels, logits))
+    loss = segmentation_loss(labels, logits)
     assert loss == pytest.approx(nll[keep].mean(), rel=1e-5)
 
     class_weights = np.array([0.5, 2.0, 3.0])
     pixel_weights = np.where(keep, class_weights[np.where(keep, labels, 0)], 0.0).astype(np.float32)
-    weighted = float(segmentation_loss()(labels, logits, sample_weight=pixel_weights))
+    weighted = segmentation_loss(labels, logits, sample_weight=pixel_weights)
     expected = (pixel_weights * nll)[keep].sum() / pixel_weights[keep].sum()
     assert weighted == pytest.approx(expected, rel=1e-5)
     # scaling every weight does not change the loss
-    scaled = float(segmentation_loss()(labels, logits, sample_weight=10 * pixel_weights))
+    scaled = segmentation_loss(labels, logits, sample_weight=10 * pixel_weights)
     assert scaled == pytest.approx(weighted, rel=1e-5)

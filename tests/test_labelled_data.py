@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from simclr_tf.data.labelled import SubsetSource, eval_dataset, stratified_subset, train_dataset
-from simclr_tf.data.pipeline import ArrayImageSource, FileImageSource
+from simclr_tf.data.labelled import eval_dataset, train_dataset
+from simclr_tf.data.sources import ArrayImageSource, FileImageSource, SubsetSource
+from simclr_tf.data.subsets import stratified_subset
 
 # 4 classes of very different sizes, in no particular order.
 LABELS = np.array([0] * 40 + [1] * 25 + [2] * 10 + [3] * 3)

@@ -7,8 +7,8 @@ import tensorflow as tf
 
 from simclr_tf.data.augment import AugmentConfig
 from simclr_tf.data.cifar10 import load_cifar10
-from simclr_tf.data.pipeline import (CachedImageSource, FileImageSource, check_an_image_decodes, epoch_elements,
-                                     epoch_order, pretrain_dataset, steps_per_epoch)
+from simclr_tf.data.sources import CachedSource, FileImageSource, check_an_image_decodes
+from simclr_tf.data.pipeline import epoch_elements, epoch_order, pretrain_dataset, steps_per_epoch
 from simclr_tf.errors import UserError
 
 from conftest import write_fake_cifar10
@@ -79,7 +79,7 @@ def test_with_undecodable_files_every_epoch_keeps_its_batches_and_resumes_exactl
 
 
 def test_cached_source_gives_the_same_images(source):
-    cached = CachedImageSource(source)
+    cached = CachedSource(source)
     for i in (0, 5, 19):
         np.testing.assert_array_equal(cached.load(i)[0], source.load(i)[0])
 

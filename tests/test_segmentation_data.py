@@ -7,9 +7,13 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from simclr_tf.data import augment as A
 from simclr_tf.data import filelist
 from simclr_tf.data import segmentation as seg
-from simclr_tf.data.decode import read_image, read_label_map
+from simclr_tf.data.decode import read_image, read_label_map, resize_label_map
+from simclr_tf.data.label_map_files import label_map_file_names, write_label_map_png
+from simclr_tf.data.sources import CachedSource, FileImageSource, LabelMapPairSource
+from simclr_tf.data.subsets import random_subset
 from simclr_tf.errors import UserError
 
 # Pure, well separated colours: the class of a pixel can be read back from its colour.
@@ -61,13 +65,22 @@ def _misaligned(image, label):
     return wrong & (_pure(image) | ~_near_a_label_edge(label))
 
 
-AUGMENT_ALL = seg.SegmentationAugmentConfig(crop_size=(32, 40), crop_area_min=0.3, flip=True, flip_prob=0.5,
-                                            rotate=True, rotate_prob=1.0, rotate_degrees=40.0)
+def seg_config(crop_size, **ops):
+    """An AugmentConfig with segmentation's ops only (crop, flip, rotation, jitter; jitter off unless asked)."""
+    return A.AugmentConfig(crop_size=crop_size, **{"jitter": False, "colordrop": False, "blur": False, **ops})
+
+
+def augment_example(image, label, seed, config):
+    return A.augment_view(image, seed, config, label_map=label)
+
+
+AUGMENT_ALL = seg_config((32, 40), crop_area_min=0.3, flip=True, flip_prob=0.5, rotate=True, rotate_prob=1.0,
+                         rotate_degrees=40.0)
 
 
 @pytest.fixture(scope="module")
 def augment_fn():
-    return tf.function(lambda image, label, seed: seg.augment_example(image, label, seed, AUGMENT_ALL))
+    return tf.function(lambda image, label, seed: augment_example(image, label, seed, AUGMENT_ALL))
 
 
 def test_joint_augmentation_keeps_image_and_label_map_aligned(augment_fn):
@@ -88,7 +101,7 @@ def test_joint_augmentation_keeps_image_and_label_map_aligned(augment_fn):
 def test_rotation_fills_uncovered_label_pixels_with_ignore_and_reflects_the_image():
     image = np.full((32, 32, 3), 0.5, np.float32)
     label = np.ones((32, 32), np.uint8)
-    rotated_image, rotated_label = (t.numpy() for t in seg.rotate_pair(image, label, np.radians(30.0)))
+    rotated_image, rotated_label = (t.numpy() for t in A.rotate(image, np.radians(30.0), label))
     assert rotated_label[0, 0] == seg.IGNORE_LABEL and rotated_label[-1, -1] == seg.IGNORE_LABEL
     assert rotated_label[16, 16] == 1
     assert set(np.unique(rotated_label)) == {1, 255}
@@ -98,25 +111,25 @@ def test_rotation_fills_uncovered_label_pixels_with_ignore_and_reflects_the_imag
 def test_colour_jitter_changes_the_image_only_and_augmentation_is_deterministic():
     image, label = _colour_coded_example(seed=1)
     image = 0.25 + 0.5 * image  # room for brightness changes both ways
-    plain = seg.SegmentationAugmentConfig(crop_size=(32, 32), rotate=True)
-    jittered = seg.SegmentationAugmentConfig(crop_size=(32, 32), rotate=True, jitter=True, jitter_prob=1.0)
+    plain = seg_config((32, 32), rotate=True)
+    jittered = seg_config((32, 32), rotate=True, jitter=True, jitter_prob=1.0)
     seed = tf.constant([3, 4], tf.int64)
-    image_a, label_a = seg.augment_example(image, label, seed, plain)
-    image_b, label_b = seg.augment_example(image, label, seed, jittered)
+    image_a, label_a = augment_example(image, label, seed, plain)
+    image_b, label_b = augment_example(image, label, seed, jittered)
     np.testing.assert_array_equal(label_a.numpy(), label_b.numpy())  # same geometry
     assert np.abs(image_a.numpy() - image_b.numpy()).max() > 0.05  # different colours
-    image_c, label_c = seg.augment_example(image, label, seed, jittered)
+    image_c, label_c = augment_example(image, label, seed, jittered)
     np.testing.assert_array_equal(image_b.numpy(), image_c.numpy())
     np.testing.assert_array_equal(label_b.numpy(), label_c.numpy())
-    outputs = {seg.augment_example(image, label, tf.constant([s, 0], tf.int64), plain)[1].numpy().tobytes()
+    outputs = {augment_example(image, label, tf.constant([s, 0], tf.int64), plain)[1].numpy().tobytes()
                for s in range(6)}
     assert len(outputs) > 1  # the seed matters
 
 
 def test_without_crop_flip_or_rotation_the_label_map_is_only_resized():
     image, label = _colour_coded_example(size=(32, 32))
-    config = seg.SegmentationAugmentConfig(crop_size=(32, 32), crop=False, flip=False)
-    out_image, out_label = seg.augment_example(image, label, tf.constant([0, 0], tf.int64), config)
+    config = seg_config((32, 32), crop=False, flip=False)
+    out_image, out_label = augment_example(image, label, tf.constant([0, 0], tf.int64), config)
     np.testing.assert_array_equal(out_label.numpy(), label)
     np.testing.assert_allclose(out_image.numpy(), image, atol=1e-6)
 
@@ -198,12 +211,12 @@ def test_median_frequency_weights_by_hand():
 
 
 def test_random_subset_is_seeded_sorted_and_never_empty():
-    a = seg.random_subset(100, 0.2, seed=3)
+    a = random_subset(100, 0.2, seed=3)
     assert len(a) == 20 and np.all(np.diff(a) > 0)
-    np.testing.assert_array_equal(a, seg.random_subset(100, 0.2, seed=3))
-    assert not np.array_equal(a, seg.random_subset(100, 0.2, seed=4))
-    assert len(seg.random_subset(10, 0.01, seed=0)) == 1
-    np.testing.assert_array_equal(seg.random_subset(5, 1.0, seed=0), np.arange(5))
+    np.testing.assert_array_equal(a, random_subset(100, 0.2, seed=3))
+    assert not np.array_equal(a, random_subset(100, 0.2, seed=4))
+    assert len(random_subset(10, 0.01, seed=0)) == 1
+    np.testing.assert_array_equal(random_subset(5, 1.0, seed=0), np.arange(5))
 
 
 # --- pipelines ------------------------------------------------------------------------------------------------
@@ -211,7 +224,7 @@ def test_random_subset_is_seeded_sorted_and_never_empty():
 @pytest.fixture(scope="module")
 def seg_source(demo_data):
     entries = filelist.read_file_list(demo_data.train_seg, filelist.SEGMENTATION).entries[:16]
-    return seg.SegmentationSource([e.path for e in entries], [e.label for e in entries], (32, 32))
+    return LabelMapPairSource([e.path for e in entries], [e.label for e in entries], (32, 32))
 
 
 def _batches(dataset, count):
@@ -219,7 +232,7 @@ def _batches(dataset, count):
 
 
 def test_train_dataset_shapes_weights_and_resumed_epochs(seg_source):
-    config = seg.SegmentationAugmentConfig(crop_size=(24, 24), rotate=True)
+    config = seg_config((24, 24), rotate=True)
     weights = np.array([0.5, 1.0, 2.0, 3.0, 4.0])
     batches = _batches(seg.train_dataset(seg_source, config, 4, seed=1, class_weights=weights), 8)
     image, label, weight = batches[0]
@@ -238,7 +251,7 @@ def test_train_dataset_shapes_weights_and_resumed_epochs(seg_source):
 
 
 def test_cached_source_gives_the_same_pairs(seg_source):
-    cached = seg.SegmentationSource(seg_source.paths, seg_source.label_paths, seg_source.size).cache()
+    cached = CachedSource(LabelMapPairSource(seg_source.paths, seg_source.label_paths, seg_source.size))
     for i in (0, 5):
         for a, b in zip(seg_source.load(i), cached.load(i)):
             np.testing.assert_array_equal(a, b)
@@ -248,7 +261,7 @@ def test_inference_source_keeps_the_original_size_and_skips_broken_files(tmp_pat
     good = _save(str(tmp_path / "a.png"), np.full((40, 36, 3), 200, np.uint8))
     broken = tmp_path / "b.png"
     broken.write_bytes(open(good, "rb").read()[:40])
-    source = seg.InferenceSource([good, str(broken)], (32, 32))
+    source = FileImageSource([good, str(broken)], (32, 32), keep_original_size=True)
     batches = list(seg.inference_dataset(source, (24, 24), batch_size=8))
     images, indices, sizes, ok = (np.asarray(t) for t in batches[0])
     assert images.shape == (2, 24, 24, 3)
@@ -259,7 +272,7 @@ def test_inference_source_keeps_the_original_size_and_skips_broken_files(tmp_pat
 
 def test_resize_label_map_never_invents_values():
     label = np.array([[0, 0, 3, 3], [0, 255, 3, 3]], np.uint8)
-    resized = seg.resize_label_map(label, (7, 9))
+    resized = resize_label_map(label, (7, 9))
     assert resized.shape == (7, 9) and set(np.unique(resized)) == {0, 3, 255}
 
 
@@ -268,7 +281,7 @@ def test_resize_label_map_never_invents_values():
 def test_label_map_png_holds_indices_with_the_voc_palette(tmp_path):
     label = np.array([[0, 1, 2], [3, 4, 255]], np.uint8)
     path = str(tmp_path / "out.png")
-    seg.write_label_map_png(path, label)
+    write_label_map_png(path, label)
     with Image.open(path) as img:
         assert img.mode == "P" and img.size == (3, 2)
         palette = np.array(img.getpalette()[:768]).reshape(256, 3)
@@ -280,4 +293,4 @@ def test_label_map_png_holds_indices_with_the_voc_palette(tmp_path):
 
 def test_label_map_file_names_are_unique_and_deterministic():
     paths = ["/a/x.jpg", "/b/x.png", "/c/X_2.png", "/d/y.tif", "/e/x.gif", "/f/a,b.png"]
-    assert seg.label_map_file_names(paths) == ["x.png", "x_2.png", "X_2_2.png", "y.png", "x_3.png", "a_b.png"]
+    assert label_map_file_names(paths) == ["x.png", "x_2.png", "X_2_2.png", "y.png", "x_3.png", "a_b.png"]

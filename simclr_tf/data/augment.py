@@ -1,4 +1,4 @@
-"""SimCLR image augmentations, one image at a time, with stateless randomness.
+"""SimCLR augmentations, one image (and optionally its label map) at a time, with stateless randomness.
 
 Every function here works on ONE image of shape [H, W, 3], float32 in [0, 1], and is meant to run
 inside a (parallel) `tf.data` map. All random draws are stateless and derived from an explicit
@@ -8,6 +8,13 @@ inside a (parallel) `tf.data` map. All random draws are stateless and derived fr
 * every image draws its own parameters (crop box, jitter factors, blur sigma, ...): the batch-global
   `tf.image.random_*` ops and Keras preprocessing layers are not used.
 
+One augmentation path serves pretraining, fine-tuning and segmentation: `augment_view` takes an
+optional label map, which the geometric ops (crop, flip, rotation) move with the image and the
+photometric ops leave alone. Cutout is refused with a label map (the erased pixels would keep
+their classes). With a label map the image is resized bilinearly (bicubic overshoot would smear
+colours across the class edges the nearest-neighbour label map keeps sharp) and rotation fills
+uncovered label pixels with `IGNORE_LABEL`.
+
 Each optional op owns a fixed sub-seed, so turning one op on or off does not change what the others
 draw for a given seed.
 
@@ -16,8 +23,8 @@ Choices that differ from, or are not fixed by, the official SimCLR code:
 * Random resized crop: `min_object_covered=0.0`, so `crop_area_min` (default 0.08) is the real lower
   bound of the crop area. The official code passes 0.1, which silently raises the minimum area to 10%.
 * The crop's aspect ratio (width / height) is drawn in [3/4, 4/3] times the aspect ratio of
-  `crop_size`, so the stretch applied by the final resize stays within [3/4, 4/3]. The official code
-  multiplies by the aspect ratio of the source image instead, which squashes non-square images.
+  `crop_size` (the output), as in the official code, so the stretch applied by the final resize
+  stays within [3/4, 4/3].
 * Gaussian blur pads by reflection (the official code pads with zeros, which darkens borders).
 * Rotation fills the uncovered corners by reflection rather than with black, so rotated views keep
   the image's colour statistics.
@@ -41,6 +48,8 @@ EVAL_CROP_PROPORTION = 0.875
 EVAL_NO_CROP_MAX_SIDE = 32
 # Blur is on by default only above this image side (SimCLR does not blur CIFAR-size images).
 BLUR_MIN_SIDE = 64
+# Label-map value of pixels that carry no class (segmentation); rotation uncovers such pixels.
+IGNORE_LABEL = 255
 
 # The code below uses no Python control flow on tensors; skipping AutoGraph saves tracing time
 # and avoids its warnings about lambdas it cannot parse.
@@ -151,15 +160,23 @@ def _resize(image, size):
     return tf.clip_by_value(resized, 0.0, 1.0)
 
 
-def _maybe(image, seed, prob, fn):
-    """Applies `fn(image, seed)` with probability `prob`, drawn from `seed`."""
+def _maybe(views, seed, prob, fn):
+    """Applies `fn(views, seed)` with probability `prob`, drawn from `seed`.
+
+    `views` is the tuple (image,) or (image, label_map); `fn` returns the same structure.
+    """
     if prob <= 0.0:
-        return image
+        return views
     gate_seed, op_seed = _split(seed, 2)
     if prob >= 1.0:
-        return fn(image, op_seed)
+        return fn(views, op_seed)
     # tf.cond (not tf.where) so the skipped op is not computed.
-    return tf.cond(_uniform(gate_seed) < prob, lambda: fn(image, op_seed), lambda: image)
+    return tuple(tf.cond(_uniform(gate_seed) < prob, lambda: fn(views, op_seed), lambda: views))
+
+
+def _on_image(fn):
+    """Lifts an image-only op `fn(image, seed)` to views: a label map passes through unchanged."""
+    return lambda views, seed: (fn(views[0], seed),) + tuple(views[1:])
 
 
 @_graph_style
@@ -191,18 +208,29 @@ def sample_crop_box(image_shape, seed, area_min=0.08, aspect=1.0):
     return begin[:2], size[:2]
 
 
-def _random_resized_crop(image, seed, crop_size, area_min):
-    """Crops a random box (see `sample_crop_box`) and resizes it to `crop_size`."""
+def _resize_views(views, crop_size):
+    """Resizes the image (bicubic alone, bilinear beside a label map) and the label map (nearest)."""
+    if len(views) == 1:
+        return (_resize(views[0], crop_size),)
+    image, label_map = views
+    image = tf.clip_by_value(tf.image.resize(image, crop_size, method="bilinear"), 0.0, 1.0)
+    label_map = tf.image.resize(label_map[..., tf.newaxis], crop_size, method="nearest")[..., 0]
+    return image, tf.cast(label_map, views[1].dtype)
+
+
+def _random_resized_crop(views, seed, crop_size, area_min):
+    """Crops a random box (see `sample_crop_box`) of every view and resizes it to `crop_size`."""
     height, width = crop_size
-    offset, size = sample_crop_box(tf.shape(image), seed, area_min, aspect=width / height)
-    crop = tf.slice(image, tf.concat([offset, [0]], 0), tf.concat([size, [-1]], 0))
-    return _resize(crop, crop_size)
+    offset, size = sample_crop_box(tf.shape(views[0]), seed, area_min, aspect=width / height)
+    cropped = [tf.slice(views[0], tf.concat([offset, [0]], 0), tf.concat([size, [-1]], 0))]
+    cropped += [tf.slice(label_map, offset, size) for label_map in views[1:]]
+    return _resize_views(tuple(cropped), crop_size)
 
 
-def _flip(image, seed):
-    """Mirrors the image left-right."""
+def _flip(views, seed):
+    """Mirrors every view left-right."""
     del seed
-    return tf.reverse(image, axis=[1])
+    return tuple(tf.reverse(view, axis=[1]) for view in views)
 
 
 def _jitter_step(image, op, brightness, contrast, saturation, hue):
@@ -216,7 +244,7 @@ def _jitter_step(image, op, brightness, contrast, saturation, hue):
     return tf.clip_by_value(tf.switch_case(op, branches), 0.0, 1.0)
 
 
-def _color_jitter(image, seed, strength):
+def color_jitter(image, seed, strength):
     """SimCLR colour jitter of strength s: brightness, contrast, saturation, hue in random order.
 
     Brightness is multiplicative; brightness, contrast and saturation factors are uniform in
@@ -270,34 +298,51 @@ def _random_blur(image, seed, sigma_min, sigma_max, radius):
     return _gaussian_blur(image, _uniform(seed, sigma_min, sigma_max), radius)
 
 
-def rotate(image, angle):
-    """Rotates a [H, W, C] image by `angle` radians about its centre, bilinear.
+def rotation_transform(angle, height, width):
+    """The ImageProjectiveTransformV3 row [1, 8] of a rotation by `angle` radians about the centre.
 
-    A positive angle turns the picture counter-clockwise as displayed (row 0 at the top). Corners
-    that the rotated image does not cover are filled by reflection.
+    A positive angle turns the picture counter-clockwise as displayed (row 0 at the top). The
+    transform maps output (x, y) to input coordinates, a rotation about ((w-1)/2, (h-1)/2). It is
+    computed in float64 so that graph rewrites (constant folding, reordering) cannot change the
+    float32 transform: eager and tf.function then give the same pixels.
     """
-    # float64 so that graph rewrites (constant folding, reordering) cannot change the float32
-    # transform: eager and tf.function then give the same pixels.
     angle = tf.cast(angle, tf.float64)
-    shape = tf.shape(image)
-    height, width = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
+    height, width = tf.cast(height, tf.float64), tf.cast(width, tf.float64)
     cos, sin = tf.cos(angle), tf.sin(angle)
-    # The transform maps output (x, y) to input coordinates: a rotation about ((w-1)/2, (h-1)/2).
     x_offset = ((width - 1.0) - (cos * (width - 1.0) - sin * (height - 1.0))) / 2.0
     y_offset = ((height - 1.0) - (sin * (width - 1.0) + cos * (height - 1.0))) / 2.0
     zero = tf.zeros([], tf.float64)
-    transform = tf.stack([cos, -sin, x_offset, sin, cos, y_offset, zero, zero])[tf.newaxis]
-    transform = tf.cast(transform, tf.float32)
+    return tf.cast(tf.stack([cos, -sin, x_offset, sin, cos, y_offset, zero, zero])[tf.newaxis], tf.float32)
+
+
+def rotate(image, angle, label_map=None):
+    """Rotates a [H, W, C] image by `angle` radians about its centre (see `rotation_transform`).
+
+    The image is interpolated bilinearly and its uncovered corners are filled by reflection; a
+    [H, W] `label_map`, when given, is rotated with it by nearest neighbour and its uncovered pixels
+    become `IGNORE_LABEL`. Returns the image, or (image, label_map).
+    """
+    shape = tf.shape(image)
+    transform = rotation_transform(angle, shape[0], shape[1])
     rotated = tf.raw_ops.ImageProjectiveTransformV3(
         images=image[tf.newaxis], transforms=transform, output_shape=shape[:2],
         fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")
-    return tf.clip_by_value(tf.ensure_shape(rotated[0], image.shape), 0.0, 1.0)
+    rotated = tf.clip_by_value(tf.ensure_shape(rotated[0], image.shape), 0.0, 1.0)
+    if label_map is None:
+        return rotated
+    rotated_label = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(label_map, tf.float32)[tf.newaxis, :, :, tf.newaxis], transforms=transform,
+        output_shape=shape[:2], fill_value=float(IGNORE_LABEL), interpolation="NEAREST", fill_mode="CONSTANT")
+    return rotated, tf.cast(rotated_label[0, :, :, 0], label_map.dtype)
 
 
-def _random_rotate(image, seed, degrees):
-    """Rotation by an angle drawn uniformly in [-degrees, +degrees]."""
+def _random_rotate(views, seed, degrees):
+    """Rotation of every view by one angle drawn uniformly in [-degrees, +degrees]."""
     max_angle = math.radians(degrees)
-    return rotate(image, _uniform(seed, -max_angle, max_angle))
+    angle = _uniform(seed, -max_angle, max_angle)
+    if len(views) == 1:
+        return (rotate(views[0], angle),)
+    return rotate(views[0], angle, views[1])
 
 
 def _gaussian_noise(image, seed, std):
@@ -322,58 +367,65 @@ def _cutout(image, seed, side):
 
 
 @_graph_style
-def augment_view(image, seed, config: AugmentConfig) -> tf.Tensor:
-    """One SimCLR view of one image.
+def augment_view(image, seed, config: AugmentConfig, label_map=None):
+    """One augmented view of one image, and of its label map when one is given.
 
     Args:
       image: [H, W, 3] float32 in [0, 1] (integer images are rescaled); H, W may differ from
         `config.crop_size`.
       seed: int32/int64 tensor of shape [2]; the same seed gives a bit-identical view.
       config: which augmentations to apply.
+      label_map: optional [H, W] integer label map of `image` (segmentation). Crop, flip and
+        rotation move it with the image; colour and blur ops leave it alone; cutout is refused.
 
     Returns:
-      [crop_height, crop_width, 3] float32 in [0, 1]. Order: random resized crop (or plain resize),
-      flip, colour jitter, colour drop, blur, rotation, noise, cutout.
+      [crop_height, crop_width, 3] float32 in [0, 1], or (that, [crop_height, crop_width] label map
+      of the input's dtype). Order: random resized crop (or plain resize), flip, colour jitter,
+      colour drop, blur, rotation, noise, cutout.
     """
     crop_size = config.crop_size
-    image = _as_image(image)
+    views = (_as_image(image),) if label_map is None else (_as_image(image), tf.convert_to_tensor(label_map))
+    if label_map is not None and config.cutout:
+        raise ValueError("cutout cannot be applied with a label map: the erased pixels would keep their classes")
     seeds = dict(zip(_SEED_SLOTS, _split(_as_seed(seed), len(_SEED_SLOTS))))
 
     if config.crop and config.crop_prob >= 1.0:
-        image = _random_resized_crop(image, seeds["crop"], crop_size, config.crop_area_min)
+        views = _random_resized_crop(views, seeds["crop"], crop_size, config.crop_area_min)
     elif config.crop and config.crop_prob > 0.0:
         gate_seed, crop_seed = _split(seeds["crop"], 2)
-        image = tf.cond(_uniform(gate_seed) < config.crop_prob,
-                        lambda: _random_resized_crop(image, crop_seed, crop_size, config.crop_area_min),
-                        lambda: _resize(image, crop_size))
+        views = tuple(tf.cond(_uniform(gate_seed) < config.crop_prob,
+                              lambda: _random_resized_crop(views, crop_seed, crop_size, config.crop_area_min),
+                              lambda: _resize_views(views, crop_size)))
     else:
-        image = _resize(image, crop_size)
-    image = tf.ensure_shape(image, [*crop_size, 3])
+        views = _resize_views(views, crop_size)
+    views = (tf.ensure_shape(views[0], [*crop_size, 3]),) + tuple(views[1:])
 
     if config.flip:
-        image = _maybe(image, seeds["flip"], config.flip_prob, _flip)
+        views = _maybe(views, seeds["flip"], config.flip_prob, _flip)
     if config.jitter:
-        image = _maybe(image, seeds["jitter"], config.jitter_prob,
-                       lambda x, s: _color_jitter(x, s, config.strength))
+        views = _maybe(views, seeds["jitter"], config.jitter_prob,
+                       _on_image(lambda x, s: color_jitter(x, s, config.strength)))
     if config.colordrop:
-        image = _maybe(image, seeds["colordrop"], config.colordrop_prob, _color_drop)
+        views = _maybe(views, seeds["colordrop"], config.colordrop_prob, _on_image(_color_drop))
     if config.blur:
         radius = blur_radius(crop_size)
-        image = _maybe(image, seeds["blur"], config.blur_prob,
-                       lambda x, s: _random_blur(x, s, config.blur_sigma_min,
-                                                 config.blur_sigma_max, radius))
+        views = _maybe(views, seeds["blur"], config.blur_prob,
+                       _on_image(lambda x, s: _random_blur(x, s, config.blur_sigma_min, config.blur_sigma_max,
+                                                           radius)))
     if config.rotate:
-        image = _maybe(image, seeds["rotate"], config.rotate_prob,
-                       lambda x, s: _random_rotate(x, s, config.rotate_degrees))
+        views = _maybe(views, seeds["rotate"], config.rotate_prob,
+                       lambda v, s: _random_rotate(v, s, config.rotate_degrees))
     if config.noise:
-        image = _maybe(image, seeds["noise"], config.noise_prob,
-                       lambda x, s: _gaussian_noise(x, s, config.noise_std))
+        views = _maybe(views, seeds["noise"], config.noise_prob,
+                       _on_image(lambda x, s: _gaussian_noise(x, s, config.noise_std)))
     if config.cutout:
         side = int(round(config.cutout_fraction * min(crop_size)))
         if side > 0:
-            image = _maybe(image, seeds["cutout"], config.cutout_prob,
-                           lambda x, s: _cutout(x, s, side))
-    return tf.ensure_shape(image, [*crop_size, 3])
+            views = _maybe(views, seeds["cutout"], config.cutout_prob, _on_image(lambda x, s: _cutout(x, s, side)))
+    image = tf.ensure_shape(views[0], [*crop_size, 3])
+    if label_map is None:
+        return image
+    return image, tf.ensure_shape(views[1], crop_size)
 
 
 @_graph_style

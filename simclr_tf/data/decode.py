@@ -7,10 +7,22 @@ also reads TIFF (TensorFlow cannot), GIF first frames, WebP, CMYK JPEG and retur
 palette PNG label maps (TensorFlow and OpenCV return their colours). OpenCV is the fallback for
 what Pillow cannot open (e.g. some 16-bit or float TIFFs) and does the resizing. Both release the
 GIL while decoding, so a parallel tf.data map around these functions scales across cores.
+
+Decompression bombs (a small file that decodes to billions of pixels) are refused before any pixel
+is decoded: Pillow reads the size from the header and `read_image` compares it with `max_pixels`
+(default `DEFAULT_MAX_PIXELS`, Pillow's own warning threshold). Files only OpenCV can read have no
+header check here; OpenCV's own limit, OPENCV_IO_MAX_IMAGE_PIXELS, is set to the same default
+before OpenCV first decodes (it reads the variable once).
 """
-import cv2
-import numpy as np
-from PIL import Image, ImageOps
+import os
+import warnings
+
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's Image.MAX_IMAGE_PIXELS: about 9459 x 9459
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_PIXELS))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image, ImageOps  # noqa: E402
 
 SUPPORTED_FORMATS = "JPEG, PNG (8/16-bit; grey, RGB, RGBA, palette), BMP, GIF (first frame), TIFF, WebP"
 
@@ -19,16 +31,42 @@ class ImageDecodeError(Exception):
     """A file that exists but cannot be decoded as an image."""
 
 
-def read_image(path):
+def _open_checked(path, max_pixels):
+    """Pillow's lazy open (header only) with the pixel limit checked before anything is decoded.
+
+    Returns the opened image, or None when Pillow cannot identify the file. Raises ImageDecodeError
+    for an image above `max_pixels` (None: `DEFAULT_MAX_PIXELS`).
+    """
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
+    # Pillow's own bomb check (an error at twice its limit) must not refuse what the caller allows.
+    if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we check ourselves below
+            img = Image.open(path)
+    except Image.DecompressionBombError as e:
+        raise ImageDecodeError(f"cannot decode {path}: {e}") from None
+    except Exception:  # UnidentifiedImageError, OSError...: not an image Pillow knows
+        return None
+    width, height = img.size
+    if width * height > limit:
+        img.close()
+        raise ImageDecodeError(f"cannot decode {path}: it is {width}x{height} = {width * height:,} pixels, above "
+                               f"the limit of {limit:,} pixels (a decompression bomb, or raise the limit)")
+    return img
+
+
+def read_image(path, max_pixels=None):
     """Reads an image file as a uint8 RGB array of shape [H, W, 3]; raises ImageDecodeError.
 
     OpenCV is asked only when Pillow cannot identify the file or convert its pixel format; a file
-    Pillow identifies but cannot fully read (truncated, corrupt) is an error, never a guess.
+    Pillow identifies but cannot fully read (truncated, corrupt) is an error, never a guess. An image
+    of more than `max_pixels` pixels (None: `DEFAULT_MAX_PIXELS`) is refused before it is decoded.
     """
-    try:
-        img = Image.open(path)
-    except Exception as open_error:  # UnidentifiedImageError, OSError...
-        return _fallback(path, open_error)
+    img = _open_checked(path, max_pixels)
+    if img is None:
+        return _fallback(path, "Pillow cannot identify the file")
     with img:
         try:
             img.seek(0)  # first frame of a GIF / multi-page TIFF
@@ -48,9 +86,9 @@ def _fallback(path, pillow_error):
     return image
 
 
-def read_image_resized(path, size):
+def read_image_resized(path, size, max_pixels=None):
     """Reads an image and resizes it to `size` = (height, width); uint8 RGB [height, width, 3]."""
-    return resize_image(read_image(path), size)
+    return resize_image(read_image(path, max_pixels), size)
 
 
 def resize_image(image, size, interpolation=None):
@@ -65,14 +103,26 @@ def resize_image(image, size, interpolation=None):
     return resized.reshape(height, width, *image.shape[2:])
 
 
-def read_label_map(path):
+def resize_label_map(label, size):
+    """Nearest-neighbour resize of a [H, W] label map to (height, width), pixel-centre aligned."""
+    height, width = size
+    if label.shape == (height, width):
+        return label
+    return cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
+
+
+def read_label_map(path, max_pixels=None):
     """Reads a label map as a uint8 [H, W] array of class indices.
 
     Single-channel PNGs give their values; palette PNGs give their palette INDICES (the classes),
-    not their colours. Anything else (RGB) is rejected: colours are not class indices.
+    not their colours. Anything else (RGB) is rejected: colours are not class indices. A map of
+    more than `max_pixels` pixels is refused before it is decoded (see `read_image`).
     """
+    img = _open_checked(path, max_pixels)
+    if img is None:
+        raise ImageDecodeError(f"cannot decode label map {path}: not an image file")
     try:
-        with Image.open(path) as img:
+        with img:
             img.load()
             if img.mode in ("L", "P"):
                 return np.asarray(img, dtype=np.uint8).copy()

@@ -1,5 +1,4 @@
-"""Segmentation metrics from a pixel confusion matrix, model inference at the original image size,
-and the per-epoch validation callback.
+"""Segmentation metrics from a pixel confusion matrix, and model inference at the original image size.
 
 Definitions (pixels labelled 255 are ignored everywhere; rows = true class, columns = predicted):
 
@@ -13,12 +12,12 @@ than 255 outside that range are rejected before evaluation (`data.segmentation.c
 """
 import math
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from simclr_tf.data.decode import read_label_map
-from simclr_tf.data.segmentation import IGNORE_LABEL, inference_dataset
+from simclr_tf.data.augment import IGNORE_LABEL
+from simclr_tf.data.segmentation import inference_dataset
 
 METRIC_KEYS = ("mean_iou", "pixel_accuracy")
 
@@ -87,9 +86,9 @@ def upsampled_label_map(logits, size):
 
 def predict_label_maps(model, source, crop_size, batch_size):
     """Yields (index, uint8 label map at the image's original size) for every decodable image of an
-    `InferenceSource`, in list order. Images are resized whole to `crop_size` for the network;
+    image source, in list order. Images are resized whole to `crop_size` for the network;
     the logits are resized back bilinearly before the argmax. Undecodable images are skipped (and
-    logged by the source)."""
+    logged by the source). `source` is a `sources.FileImageSource(..., keep_original_size=True)`."""
     for images, indices, sizes, ok in inference_dataset(source, crop_size, batch_size):
         logits = model.predict_on_batch(images)
         for i in np.flatnonzero(ok.numpy()):
@@ -97,7 +96,7 @@ def predict_label_maps(model, source, crop_size, batch_size):
 
 
 def evaluate_model(model, source, label_paths, num_classes, crop_size, batch_size, keep=0):
-    """(metrics dict, examples) of `model` on an `InferenceSource` whose i-th image has the label
+    """(metrics dict, examples) of `model` on an image source (see `predict_label_maps`) whose i-th image has the label
     map `label_paths[i]`, compared at the label map's original size.
 
     `examples` holds (index, predicted map) of the first `keep` evaluated images, for figures.
@@ -110,23 +109,3 @@ def evaluate_model(model, source, label_paths, num_classes, crop_size, batch_siz
         if len(examples) < keep:
             examples.append((index, predicted))
     return metrics_from_confusion(matrix, count), examples
-
-
-class SegmentationValidation(keras.callbacks.Callback):
-    """Adds val_mean_iou and val_pixel_accuracy to each epoch's logs (place it before the callbacks
-    that print or record logs). `evaluate(model)` returns a metrics dict of `metrics_from_confusion`;
-    the last result is kept in `last_metrics` (with its 0-based `last_epoch`)."""
-
-    def __init__(self, evaluate):
-        super().__init__()
-        self.evaluate = evaluate
-        self.last_metrics = None
-        self.last_epoch = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        metrics = self.evaluate(self.model)
-        self.last_metrics, self.last_epoch = metrics, epoch
-        if logs is not None:
-            # An undefined value is left out rather than logged as NaN: a NaN in the logs would
-            # stop the checkpoint callback from saving (it guards against diverged runs).
-            logs.update({f"val_{key}": metrics[key] for key in METRIC_KEYS if metrics[key] is not None})

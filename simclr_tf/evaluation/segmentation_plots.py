@@ -12,7 +12,8 @@ import matplotlib.patches as mpatches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from simclr_tf.data.segmentation import IGNORE_LABEL, voc_palette  # noqa: E402
+from simclr_tf.data.augment import IGNORE_LABEL  # noqa: E402
+from simclr_tf.data.label_map_files import voc_palette  # noqa: E402
 from simclr_tf.io_utils import save_figure_atomic  # noqa: E402
 
 BACKGROUND = 0

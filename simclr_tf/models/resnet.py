@@ -23,6 +23,7 @@ Stable layer names (other code, e.g. a segmentation decoder, takes features from
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import keras
@@ -78,6 +79,22 @@ def feature_strides(small_stem: bool) -> dict[str, int]:
     for i in range(2, 5):
         strides[f"stage{i}_out"] = stage1 * 2 ** (i - 1)
     return strides
+
+
+_NAME_PATTERN = re.compile(r"^(resnet\d+)(?:_w(\d+))?$")
+
+
+def describe_encoder(encoder: keras.Model) -> dict | None:
+    """{"backbone", "width_multiplier", "small_stem"} of an encoder built by `build_resnet` (with its
+    default name), read from the model itself; None for any other model.
+
+    Lets a task check that flags naming an architecture agree with a loaded `encoder.keras`.
+    """
+    match = _NAME_PATTERN.match(encoder.name)
+    if not match or match.group(1) not in BACKBONES:
+        return None
+    return {"backbone": match.group(1), "width_multiplier": int(match.group(2) or 1),
+            "small_stem": not any(layer.name == "stem_pool" for layer in encoder.layers)}
 
 
 def feature_dim(encoder: keras.Model) -> int:

@@ -1,4 +1,5 @@
-"""Callbacks shared by every training task: epoch statistics, NaN guard, resumable checkpoints."""
+"""Callbacks shared by every training task: epoch metrics, epoch statistics, NaN guard, resumable
+checkpoints."""
 import glob
 import json
 import math
@@ -15,17 +16,48 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def current_learning_rate(optimizer):
-    """The optimizer's learning rate at its current iteration, as a Python float."""
-    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+def last_step_learning_rate(optimizer):
+    """The learning rate the optimizer used in its most recent step, as a Python float.
+
+    `optimizer.learning_rate` is the schedule's value at the NEXT step (its current iteration);
+    an epoch's row reports the rate of the epoch's last step instead.
+    """
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # through a LossScaleOptimizer
+    schedule = getattr(inner, "_learning_rate", None)
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        step = max(int(keras.ops.convert_to_numpy(inner.iterations)) - 1, 0)
+        return float(keras.ops.convert_to_numpy(schedule(step)))
+    return float(keras.ops.convert_to_numpy(inner.learning_rate))
+
+
+class EpochMetrics(keras.callbacks.Callback):
+    """Every `every` epochs, merges the dict returned by `compute()` into the epoch's logs: the one
+    way evaluation numbers (validation accuracy, mean IoU, kNN accuracy) reach the epoch line,
+    history.csv and TensorBoard.
+
+    Place it before EpochStats / ResumableCheckpoint so they see the numbers. `compute` returns
+    {name: float}; leave a value out rather than returning NaN (a NaN would stop the checkpoint,
+    which guards against diverged runs).
+    """
+
+    def __init__(self, compute, every=1):
+        super().__init__()
+        self.compute = compute
+        self.every = int(every)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.every > 0 and (epoch + 1) % self.every == 0:
+            logs.update(self.compute())
 
 
 class EpochStats(keras.callbacks.Callback):
     """Adds learning_rate, images_per_second, seconds, optimizer_steps and skipped_files to each
-    epoch's logs.
+    epoch's logs and prints the epoch's one-line summary.
 
     Must come before callbacks that record logs (checkpoint, TensorBoard). `images_per_epoch`
-    counts source images, not views. `skip_log` reports undecodable files as they appear.
+    counts source images, not views. `seconds` and `images_per_second` cover the training steps
+    only (first step to last step of the epoch), not the evaluation callbacks that run after them.
+    `skip_log` reports undecodable files as they appear.
     """
 
     def __init__(self, images_per_epoch, skip_log=None, printer=print):
@@ -34,15 +66,20 @@ class EpochStats(keras.callbacks.Callback):
         self.skip_log = skip_log
         self.printer = printer
         self._start = None
+        self._last_step_end = None
         self.total_skipped = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
+        self._last_step_end = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._last_step_end = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        seconds = time.perf_counter() - self._start
-        logs["learning_rate"] = current_learning_rate(self.model.optimizer)
+        seconds = (self._last_step_end or time.perf_counter()) - self._start
+        logs["learning_rate"] = last_step_learning_rate(self.model.optimizer)
         logs["images_per_second"] = self.images_per_epoch / seconds if seconds > 0 else float("nan")
         logs["seconds"] = seconds
         logs["optimizer_steps"] = int(self.model.optimizer.iterations.numpy())

@@ -1,26 +1,8 @@
-"""Callbacks that add evaluation numbers to the epoch logs, before the epoch summary and checkpoint
-record them: a generic one (used for per-epoch validation) and the kNN monitor of pretraining."""
-import keras
+"""The kNN monitor of pretraining: weighted kNN accuracy of the encoder's h, added to the epoch logs."""
 import numpy as np
 
 from simclr_tf.evaluation.probes import features_function, knn_accuracy, run_in_order
-
-
-class EpochMetrics(keras.callbacks.Callback):
-    """Every `every` epochs, merges the dict returned by `compute()` into the epoch's logs.
-
-    Place it before EpochStats / ResumableCheckpoint (train_with_checkpoints' extra_callbacks) so
-    the numbers appear in the epoch line, history.csv and TensorBoard.
-    """
-
-    def __init__(self, compute, every=1):
-        super().__init__()
-        self.compute = compute
-        self.every = int(every)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and self.every > 0 and (epoch + 1) % self.every == 0:
-            logs.update(self.compute())
+from simclr_tf.training.callbacks import EpochMetrics
 
 
 class KnnMonitor(EpochMetrics):

@@ -3,6 +3,7 @@ import keras
 import tensorflow as tf
 
 from simclr_tf.training.loss import nt_xent_loss
+from simclr_tf.training.replicas import global_mean_share, num_replicas
 
 
 class SimCLRModel(keras.Model):
@@ -34,10 +35,10 @@ class SimCLRModel(keras.Model):
             projections = self(tf.concat([view_a, view_b], axis=0), training=True)
             z_a, z_b = tf.split(projections, 2, axis=0)
             loss, accuracy = nt_xent_loss(z_a, z_b, self.temperature)
-            # Gradients are summed over replicas, so each replica contributes its share.
-            replica_loss = loss / tf.distribute.get_strategy().num_replicas_in_sync
-        gradients = tape.gradient(replica_loss, self.trainable_variables)
+            anchors = tf.cast(tf.shape(projections)[0], loss.dtype)
+            share = global_mean_share(loss * anchors, anchors)
+        gradients = tape.gradient(share, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-        self.loss_tracker.update_state(loss)
+        self.loss_tracker.update_state(share * num_replicas())
         self.accuracy_tracker.update_state(accuracy)
         return {m.name: m.result() for m in self.metrics}

@@ -138,8 +138,8 @@ with flag_group("schedule"):
     flags.DEFINE_float("weight_decay", None, "Weight decay, never applied to BN parameters and biases (default: 1e-6 "
                        "pretraining, 0 fine-tuning).")
     flags.DEFINE_float("momentum", 0.9, "Momentum (LARS, SGD).")
-    flags.DEFINE_integer("warmup_epochs", None, "Linear warmup epochs before the cosine decay (default: 10 for "
-                         "pretraining, 0 for fine-tuning).")
+    flags.DEFINE_integer("warmup_epochs", None, "Linear warmup epochs before the cosine decay (default: pretraining "
+                         "10, or 10% of the run when that is shorter; fine-tuning 0).")
     flags.DEFINE_integer("warmup_steps", None, "Linear warmup in steps (overrides --warmup_epochs; the original CLI used 1000).")
 
 with flag_group("contrastive_loss"):
@@ -156,8 +156,8 @@ with flag_group("classification_head"):
     flags.DEFINE_enum("head", "linear", ("linear", "mlp"), "Classification head: linear, or an MLP with a ReLU.")
 
 with flag_group("segmentation_loss"):
-    flags.DEFINE_enum("class_weights", "none", ("none", "auto"), "Segmentation: weight classes by inverse pixel "
-                      "frequency ('auto').")
+    flags.DEFINE_enum("class_weights", "none", ("none", "auto"), "Segmentation: 'auto' weights each class's pixels "
+                      "by median-frequency balancing (README, 'Segmentation training').")
 
 # --- linear evaluation and embeddings ---------------------------------------------------------------
 with flag_group("probes"):

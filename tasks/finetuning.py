@@ -27,7 +27,7 @@ def build_trainer(flag_values, model, encoder, objective, crop_size, steps_per_e
     encoder_optimizer = None
     if not flag_values.freeze and flag_values.encoder_lr_multiplier != 1.0:
         encoder_optimizer, _ = optimizer_from_flags(flag_values, steps_per_epoch, FINETUNE_DEFAULTS,
-                                                    lr_multiplier=flag_values.encoder_lr_multiplier)
+                                                    lr_multiplier=flag_values.encoder_lr_multiplier, announce=False)
     trainer = FineTuneTrainer(model, encoder, objective, encoder_optimizer)
     trainer.compile(optimizer=optimizer, jit_compile=flag_values.jit_compile)
     trainer(np.zeros((1, *crop_size, 3), np.float32))  # create the variables before any restore

@@ -6,6 +6,7 @@ one tiny pretraining run and one frozen fine-tuning run (module fixtures) to sta
 import csv
 import json
 import os
+import shutil
 import types
 
 import keras
@@ -250,3 +251,28 @@ def test_embed_writes_embeddings_and_tsne(pretrained, demo_data, tmp_path):
         assert arrays["labels"].tolist() == [int(line.rsplit(",", 1)[1]) for line in open(demo_data.val)]
         assert len(arrays["paths"]) == 16 and os.path.isfile(str(arrays["paths"][0]))
     assert os.path.isfile(tmp_path / "tsne.png")
+
+
+@slow
+def test_fine_tuning_follows_its_encoder_file_and_architecture_flags_must_agree(pretrained, demo_data, tmp_path):
+    encoder_run = tmp_path / "pretrain"
+    shutil.copytree(pretrained[0], encoder_run)
+    (encoder_run / "linear_eval.json").write_text("{}")  # a result derived from this encoder
+    tune = ["--task=classification", *SMALL, "--num_epochs=1", "--num_classes=4", f"--train_file_path={demo_data.train}",
+            f"--pretrain_save_path={encoder_run}", f"--finetune_save_path={tmp_path / 'tuned'}"]
+    assert run_main(*tune).returncode == 0
+
+    mismatch = run_main(*tune[:-1], "--backbone=resnet34", f"--finetune_save_path={tmp_path / 'other'}")
+    assert_user_error(mismatch, "--backbone=resnet34", "backbone=resnet18", str(encoder_run))
+    assert not os.path.exists(tmp_path / "other")
+
+    # Pretraining again into the same folder (another configuration) replaces its derived results too ...
+    again = run_main("--task=pretrain", *SMALL, "--num_epochs=1", "--warmup_epochs=0", "--proj_dim=32",
+                     "--temperature=0.5", f"--train_file_path={demo_data.unlabeled}", f"--pretrain_save_path={encoder_run}",
+                     "--overwrite")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not (encoder_run / "linear_eval.json").exists()
+    # ... and the finished fine-tuning made from the old encoder is not taken for this one's.
+    stale = run_main(*tune)
+    assert_user_error(stale, "different configuration", "encoder_sha256", "--overwrite")
+    assert "Resuming" not in stale.stdout

@@ -1,4 +1,4 @@
-"""Every image format of contract section 4 decodes to 3-channel uint8 RGB; broken files raise."""
+"""Every image format of the README's "Your own images" decodes to 3-channel uint8 RGB; broken files raise."""
 import cv2
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""File lists (contract section 4): parsing, path resolution and line-numbered errors."""
+"""File lists (README, "Your own images"): parsing, path resolution and line-numbered errors."""
 import os
 
 import numpy as np

@@ -170,3 +170,10 @@ def test_num_classes_is_required():
     from tasks import segmentation
     with pytest.raises(UserError, match="--num_classes is required"):
         segmentation.run(types.SimpleNamespace(num_classes=None, finetune_save_path="unused"))
+
+
+def test_more_classes_than_an_8_bit_label_map_holds_are_refused_before_anything_runs():
+    from simclr_tf.errors import UserError
+    from tasks import segmentation
+    with pytest.raises(UserError, match="at most 255 classes"):
+        segmentation.run(types.SimpleNamespace(num_classes=300, finetune_save_path="unused"))

@@ -244,24 +244,31 @@ def _jitter_step(image, op, brightness, contrast, saturation, hue):
     return tf.clip_by_value(tf.switch_case(op, branches), 0.0, 1.0)
 
 
-def color_jitter(image, seed, strength):
-    """SimCLR colour jitter of strength s: brightness, contrast, saturation, hue in random order.
+def jitter_parameters(seed, strength):
+    """The random parameters of one colour jitter of strength s, drawn from `seed`.
 
-    Brightness is multiplicative; brightness, contrast and saturation factors are uniform in
-    [max(0, 1 - 0.8 s), 1 + 0.8 s], the hue delta uniform in [-0.2 s, 0.2 s] (capped at half a
-    turn, since hue is cyclic).
+    Returns {"order": int32 [4] permutation of (brightness, contrast, saturation, hue),
+    "brightness", "contrast", "saturation": factors uniform in [max(0, 1 - 0.8 s), 1 + 0.8 s],
+    "hue": a delta uniform in [-0.2 s, 0.2 s] (capped at half a turn, since hue is cyclic)}.
     """
     order_seed, b_seed, c_seed, s_seed, h_seed = _split(seed, 5)
     lower, upper = max(0.0, 1.0 - 0.8 * strength), 1.0 + 0.8 * strength
     hue_max = min(0.2 * strength, 0.5)
-    factors = dict(
+    return dict(
+        # A random permutation drawn statelessly (tf.random.shuffle is stateful).
+        order=tf.argsort(tf.random.stateless_uniform([4], seed=order_seed)),
         brightness=_uniform(b_seed, lower, upper),
         contrast=_uniform(c_seed, lower, upper),
         saturation=_uniform(s_seed, lower, upper),
         hue=_uniform(h_seed, -hue_max, hue_max),
     )
-    # A random permutation drawn statelessly (tf.random.shuffle is stateful).
-    order = tf.argsort(tf.random.stateless_uniform([4], seed=order_seed))
+
+
+def color_jitter(image, seed, strength):
+    """SimCLR colour jitter of strength s: brightness (multiplicative), contrast, saturation and hue
+    in a random order, each followed by a clip to [0, 1]; parameters from `jitter_parameters`."""
+    factors = jitter_parameters(seed, strength)
+    order = factors.pop("order")
     for step in range(4):
         image = _jitter_step(image, order[step], **factors)
     return image

@@ -1,4 +1,4 @@
-"""Reading and checking the user's file lists (contract section 4).
+"""Reading and checking the user's file lists (README, "Your own images").
 
 A list is UTF-8 text, one entry per line: `path` for images, `path,label` for classification,
 `path,labelmap_path` for segmentation. The whole list is checked before any training starts so

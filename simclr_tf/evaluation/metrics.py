@@ -1,4 +1,4 @@
-"""Classification metrics (scikit-learn) in the metrics.json layout of the contract, and their table."""
+"""Classification metrics (scikit-learn) in the metrics.json layout (README, "What a run writes"), and their table."""
 import numpy as np
 from sklearn import metrics as skm
 
@@ -9,7 +9,7 @@ def default_class_names(num_classes):
 
 
 def classification_metrics(y_true, y_pred, num_classes, class_names=None):
-    """The contract's metrics.json dict for integer labels and predictions in [0, num_classes).
+    """The metrics.json dict for integer labels and predictions in [0, num_classes).
 
     {"accuracy", "num_samples", "per_class": {name: {"precision", "recall", "f1", "support"}},
      "confusion_matrix": rows = true class, columns = predicted class, "class_names": names in

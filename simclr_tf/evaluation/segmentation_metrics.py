@@ -41,7 +41,7 @@ def per_class_iou(matrix):
 
 
 def metrics_from_confusion(matrix, num_samples):
-    """The contract's metrics.json dict: {"mean_iou", "pixel_accuracy", "per_class_iou",
+    """The metrics.json dict (README, "What a run writes"): {"mean_iou", "pixel_accuracy", "per_class_iou",
     "num_samples"} (+ "confusion_matrix", pixel counts, rows = truth). Undefined values are None
     (JSON null), see the module docstring."""
     matrix = np.asarray(matrix, np.int64)

@@ -56,6 +56,10 @@ with flag_group("image_size"):
     flags.DEFINE_string("crop_size", None, "'H W' the random crop-and-resize outputs, what the network sees "
                         "(default: the input size).")
 
+with flag_group("decoding"):
+    flags.DEFINE_integer("max_image_pixels", 89_478_485, "Largest image (width x height) decoded; bigger files are "
+                         "skipped as undecodable (decompression bombs). The default is Pillow's limit.")
+
 with flag_group("cifar10"):
     flags.DEFINE_boolean("cifar10", False, "Use CIFAR-10 instead of file lists (Keras' loader, or --cifar10_dir).")
     flags.DEFINE_string("cifar10_dir", None, "Local copy of CIFAR-10 (the python version: data_batch_1..5, test_batch).")
@@ -254,6 +258,7 @@ def _register_validators():
     flags.register_validator("knn_every", lambda v: v >= 0, message="--knn_every must be >= 0")
     flags.register_validator("knn_k", lambda v: v >= 1, message="--knn_k must be at least 1")
     flags.register_validator("num_classes", lambda v: v is None or v >= 2, message="--num_classes must be at least 2")
+    flags.register_validator("max_image_pixels", lambda v: v >= 64, message="--max_image_pixels must be at least 64")
 
 
 _register_validators()

@@ -9,7 +9,6 @@ import tensorflow as tf
 
 from simclr_tf.data import filelist
 from simclr_tf.data.labelled import eval_dataset
-from simclr_tf.data.sources import FileImageSource
 from simclr_tf.errors import UserError
 from simclr_tf.evaluation.classification_plots import plot_confusion_matrix
 from simclr_tf.evaluation.metrics import classification_metrics, default_class_names, format_metrics_table
@@ -18,6 +17,7 @@ from simclr_tf.io_utils import write_json_atomic, write_text_atomic
 
 from .artifacts import load_finetuned_model
 from .console import say
+from .image_files import image_source
 from .labelled_data import cifar10_splits, read_labelled_list
 
 METRICS_FILE = "metrics.json"
@@ -75,7 +75,7 @@ def evaluate_saved(flag_values, info):
     elif not flag_values.val_file_path:
         raise UserError("--val_file_path is required for --task=evaluate (a 'path,label' list).")
     else:
-        data = read_labelled_list(flag_values.val_file_path, "--val_file_path", info["num_classes"], input_size)
+        data = read_labelled_list(flag_values, flag_values.val_file_path, "--val_file_path", info["num_classes"], input_size)
     model = load_finetuned_model(flag_values.finetune_save_path)
     evaluate_model(model, data, info, flag_values.finetune_save_path, flag_values.batch_size)
 
@@ -84,7 +84,7 @@ def predict_saved(flag_values, info):
     """`--task=predict`: predictions.csv (path, prediction, confidence, prob_0 ... prob_{K-1}) under
     --output_path for every decodable image of --test_file_path; prediction is the class index."""
     image_list = filelist.read_file_list(flag_values.test_file_path, filelist.IMAGES, flag_name="--test_file_path")
-    source = FileImageSource(image_list.paths, tuple(info["input_size"]))
+    source = image_source(flag_values, image_list.paths, tuple(info["input_size"]))
     model = load_finetuned_model(flag_values.finetune_save_path)
     probabilities, ok = predict_probabilities(model, source, info["crop_size"], flag_values.batch_size)
     _report_skipped(source, ok)

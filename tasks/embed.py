@@ -14,7 +14,6 @@ import numpy as np
 
 from simclr_tf.data import filelist
 from simclr_tf.data.labelled import eval_dataset
-from simclr_tf.data.sources import FileImageSource
 from simclr_tf.errors import UserError
 from simclr_tf.evaluation.classification_plots import plot_tsne_panels
 from simclr_tf.evaluation.probes import features_function, parse_feature_layer, projection_layer_count, \
@@ -24,11 +23,12 @@ from simclr_tf.io_utils import atomic_path
 from . import artifacts
 from .console import say
 from .flag_use import TaskFlags
+from .image_files import image_source
 from .labelled_data import class_names_beside
 from .sizes import image_sizes
 
 FLAGS_READ = TaskFlags("embed", results=(), also_reads=(
-    "randomness", "test_list", "image_size", "classes", "pretrain_folder", "encoder", "projection_head", "batch",
+    "randomness", "test_list", "image_size", "decoding", "classes", "pretrain_folder", "encoder", "projection_head", "batch",
     "feature_layer", "output_folder"))
 
 EMBEDDINGS_FILE = "embeddings.npz"
@@ -53,7 +53,7 @@ def run(flag_values):
         raise UserError(f"--feature_layer={flag_values.feature_layer}: the projection head has {last} layer(s)")
     layers = ["h", f"proj{last}"] + ([f"proj{extra_depth}"] if 0 < extra_depth < last else [])
 
-    source = FileImageSource(image_list.paths, input_size)
+    source = image_source(flag_values, image_list.paths, input_size)
     outputs, ok = run_in_order(features_function(encoder, head, layers),
                                eval_dataset(source, crop_size, flag_values.batch_size))
     for index in np.flatnonzero(~ok):

@@ -12,7 +12,7 @@ from .console import say
 from .optimizer_flags import FINETUNE_DEFAULTS, optimizer_from_flags
 
 # Groups of flags every fine-tuning task reads (results), beside its own.
-RESULT_GROUPS = ("randomness", "train_list", "val_list", "image_size", "classes", "augment_crop_flip", "encoder",
+RESULT_GROUPS = ("randomness", "train_list", "val_list", "image_size", "decoding", "classes", "augment_crop_flip", "encoder",
                  "batch", "schedule", "finetune")
 ALSO_READS = ("run_control", "pretrain_folder", "finetune_folder", "performance")
 

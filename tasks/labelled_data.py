@@ -7,12 +7,13 @@ import numpy as np
 
 from simclr_tf.data import filelist
 from simclr_tf.data.cifar10 import load_cifar10
-from simclr_tf.data.sources import ArrayImageSource, FileImageSource
+from simclr_tf.data.sources import ArrayImageSource
 from simclr_tf.errors import UserError
 from simclr_tf.evaluation.metrics import default_class_names
 
 from .console import say, warn
 from .flag_use import given
+from .image_files import image_source
 
 CLASS_NAMES_FILE = "classes.txt"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -40,11 +41,11 @@ class ClassificationData:
     class_names: list
 
 
-def read_labelled_list(list_path, flag_name, num_classes, input_size):
+def read_labelled_list(flag_values, list_path, flag_name, num_classes, input_size):
     """A checked `path,label` list as LabelledImages (UserError naming the line and file otherwise)."""
     image_list = filelist.read_file_list(list_path, filelist.CLASSIFICATION, num_classes=num_classes,
                                          flag_name=flag_name)
-    return LabelledImages(FileImageSource(image_list.paths, input_size), np.asarray(image_list.labels, np.int64),
+    return LabelledImages(image_source(flag_values, image_list.paths, input_size), np.asarray(image_list.labels, np.int64),
                           f"{flag_name}={list_path}")
 
 
@@ -58,7 +59,7 @@ def load_classification_data(flag_values, input_size, need_val=False):
     if flag_values.cifar10:
         return cifar10_data(flag_values, input_size)
     num_classes = flag_values.num_classes
-    train = read_labelled_list(flag_values.train_file_path, "--train_file_path", num_classes, input_size)
+    train = read_labelled_list(flag_values, flag_values.train_file_path, "--train_file_path", num_classes, input_size)
     if num_classes is None:
         num_classes = int(train.labels.max()) + 1
         if num_classes < 2:
@@ -67,7 +68,7 @@ def load_classification_data(flag_values, input_size, need_val=False):
         say(f"--num_classes not given: using {num_classes} (largest label in --train_file_path + 1)")
     val = None
     if flag_values.val_file_path:
-        val = read_labelled_list(flag_values.val_file_path, "--val_file_path", num_classes, input_size)
+        val = read_labelled_list(flag_values, flag_values.val_file_path, "--val_file_path", num_classes, input_size)
     elif need_val:
         raise UserError(f"--val_file_path is required for --task={flag_values.task} (a 'path,label' list).")
     return ClassificationData(train, val, num_classes, class_names_beside(flag_values.train_file_path, num_classes))

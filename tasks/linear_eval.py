@@ -25,7 +25,7 @@ from .labelled_data import load_classification_data
 from .sizes import image_sizes
 
 FLAGS_READ = TaskFlags("linear_eval", results=(), also_reads=(
-    "randomness", "train_list", "val_list", "image_size", "cifar10", "classes", "pretrain_folder", "encoder",
+    "randomness", "train_list", "val_list", "image_size", "decoding", "cifar10", "classes", "pretrain_folder", "encoder",
     "projection_head", "batch", "probes", "feature_layer"))
 
 RESULT_FILE = "linear_eval.json"

@@ -9,7 +9,7 @@ import tensorflow as tf
 from simclr_tf.data import augment, filelist
 from simclr_tf.data.labelled import eval_dataset
 from simclr_tf.data.pipeline import pretrain_dataset, steps_per_epoch
-from simclr_tf.data.sources import FileImageSource, check_an_image_decodes, sample_images
+from simclr_tf.data.sources import check_an_image_decodes, sample_images
 from simclr_tf.errors import UserError
 from simclr_tf.evaluation import plots
 from simclr_tf.io_utils import save_keras_atomic
@@ -23,6 +23,7 @@ from .augmentation_flags import augment_config
 from .caching import cache_if_requested
 from .console import say
 from .flag_use import TaskFlags
+from .image_files import image_source
 from .labelled_data import cifar10_splits, read_labelled_list
 from .optimizer_flags import PRETRAIN_DEFAULTS, optimizer_from_flags
 from .sizes import image_sizes
@@ -30,7 +31,7 @@ from .training_loop import train_with_checkpoints
 
 FLAGS_READ = TaskFlags(
     "pretrain",
-    results=("randomness", "train_list", "image_size", "cifar10", "augment_crop_flip", "augment_colour_jitter",
+    results=("randomness", "train_list", "image_size", "decoding", "cifar10", "augment_crop_flip", "augment_colour_jitter",
              "augment_rotation", "augment_pretrain_only", "encoder", "projection_head", "batch", "schedule",
              "contrastive_loss"),
     # The kNN monitor only measures (a user may add a validation list when resuming a run).
@@ -83,7 +84,7 @@ def _image_source(flag_values, input_size):
                                          flag_name="--train_file_path")
     labels = image_list.labels
     labelled = all(label is not None and label >= 0 for label in labels)
-    return FileImageSource(image_list.paths, input_size), (np.asarray(labels, np.int64) if labelled else None), None
+    return image_source(flag_values, image_list.paths, input_size), (np.asarray(labels, np.int64) if labelled else None), None
 
 
 def build_simclr_model(flag_values, crop_size, steps):
@@ -153,14 +154,14 @@ def knn_monitor_inputs(flag_values, input_size, train_labels=None, test_split=No
     if test_split is not None:
         validation = test_split
     elif flag_values.val_file_path:
-        validation = read_labelled_list(flag_values.val_file_path, "--val_file_path", flag_values.num_classes,
+        validation = read_labelled_list(flag_values, flag_values.val_file_path, "--val_file_path", flag_values.num_classes,
                                         input_size)
     else:
         say(f"{off} (no labelled --val_file_path to measure it on)")
         return None
     reference = None
     if flag_values.knn_train_file_path and not flag_values.cifar10:
-        reference = read_labelled_list(flag_values.knn_train_file_path, "--knn_train_file_path",
+        reference = read_labelled_list(flag_values, flag_values.knn_train_file_path, "--knn_train_file_path",
                                        flag_values.num_classes, input_size)
         train_labels = reference.labels
     elif train_labels is None:

@@ -8,7 +8,7 @@ what evaluate and predict need: sizes and number of classes.
 from simclr_tf.data import filelist
 from simclr_tf.data import segmentation as seg
 from simclr_tf.data.pipeline import steps_per_epoch
-from simclr_tf.data.sources import LabelMapPairSource, check_an_image_decodes
+from simclr_tf.data.sources import check_an_image_decodes
 from simclr_tf.data.subsets import random_subset
 from simclr_tf.errors import UserError
 from simclr_tf.models.decoder import build_segmentation_model
@@ -20,6 +20,7 @@ from .augmentation_flags import augment_config
 from .caching import cache_if_requested
 from .console import say
 from .flag_use import TaskFlags
+from .image_files import label_map_pair_source
 from .sizes import image_sizes
 from .training_loop import train_with_checkpoints
 
@@ -40,8 +41,8 @@ def run(flag_values):
     input_size, crop_size = image_sizes(flag_values)
     view_config = augment_config(flag_values, crop_size, "segmentation")
     train_list, val_list, subset, class_weights = _checked_data(flag_values, num_classes)
-    train_source = LabelMapPairSource([train_list.paths[i] for i in subset], [train_list.labels[i] for i in subset],
-                                      input_size)
+    train_source = label_map_pair_source(flag_values, [train_list.paths[i] for i in subset],
+                                         [train_list.labels[i] for i in subset], input_size)
     check_an_image_decodes(train_source, "--train_file_path")
     plan = run_folder.plan_run(flag_values, FLAGS_READ, save_path, "--finetune_save_path", RESULT_FILES,
                                artifacts.encoder_fingerprint(flag_values))
@@ -95,9 +96,10 @@ def _checked_data(flag_values, num_classes):
     label map checked before anything is written."""
     train_list, val_list = _read_lists(flag_values)
     say(f"Checking {len(train_list) + (len(val_list) if val_list else 0)} label maps ...")
-    pixel_counts = seg.check_label_maps(train_list, num_classes, "--train_file_path")
+    pixel_counts = seg.check_label_maps(train_list, num_classes, "--train_file_path",
+                                         max_pixels=flag_values.max_image_pixels)
     if val_list is not None:
-        seg.check_label_maps(val_list, num_classes, "--val_file_path")
+        seg.check_label_maps(val_list, num_classes, "--val_file_path", max_pixels=flag_values.max_image_pixels)
     subset = random_subset(len(train_list), flag_values.train_fraction, flag_values.seed)
     if len(subset) < flag_values.batch_size:
         raise UserError(f"--batch_size={flag_values.batch_size} is larger than the {len(subset)} training images "

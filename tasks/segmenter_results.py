@@ -7,7 +7,6 @@ from simclr_tf.data import filelist
 from simclr_tf.data import segmentation as seg
 from simclr_tf.data.decode import read_image, read_label_map
 from simclr_tf.data.label_map_files import label_map_file_names, write_label_map_png
-from simclr_tf.data.sources import FileImageSource
 from simclr_tf.errors import UserError
 from simclr_tf.evaluation.segmentation_metrics import METRIC_KEYS, evaluate_model, format_metrics, \
     predict_label_maps
@@ -17,6 +16,7 @@ from simclr_tf.io_utils import write_json_atomic, write_text_atomic
 from .artifacts import load_finetuned_model
 from .caching import cache_if_requested
 from .console import say
+from .image_files import image_source
 from .training_loop import write_skipped_files
 
 METRICS_FILE = "metrics.json"
@@ -35,8 +35,8 @@ class Validation:
         self.num_classes = num_classes
         self.crop_size = crop_size
         self.batch_size = flag_values.batch_size
-        self.source = cache_if_requested(flag_values, FileImageSource(val_list.paths, input_size,
-                                                                      keep_original_size=True), "validation")
+        self.source = cache_if_requested(flag_values, image_source(flag_values, val_list.paths, input_size,
+                                                                   keep_original_size=True), "validation")
         self.last = None
 
     def run(self):
@@ -76,9 +76,9 @@ def evaluate_saved(flag_values, info):
     if not flag_values.val_file_path:
         raise UserError("--val_file_path is required for --task=evaluate (a 'path,labelmap' list).")
     val_list = filelist.read_file_list(flag_values.val_file_path, filelist.SEGMENTATION, flag_name="--val_file_path")
-    seg.check_label_maps(val_list, num_classes, "--val_file_path")
+    seg.check_label_maps(val_list, num_classes, "--val_file_path", max_pixels=flag_values.max_image_pixels)
     model = load_finetuned_model(flag_values.finetune_save_path)
-    source = FileImageSource(val_list.paths, tuple(info["input_size"]), keep_original_size=True)
+    source = image_source(flag_values, val_list.paths, tuple(info["input_size"]), keep_original_size=True)
     metrics, examples = evaluate_model(model, source, val_list.labels, num_classes, tuple(info["crop_size"]),
                                        flag_values.batch_size, keep=FIGURE_EXAMPLES)
     write_evaluation(metrics, examples, val_list, source, num_classes, flag_values.finetune_save_path)
@@ -91,7 +91,7 @@ def predict_saved(flag_values, info):
     image_list = filelist.read_file_list(flag_values.test_file_path, filelist.IMAGES, flag_name="--test_file_path")
     names = label_map_file_names(image_list.paths)
     model = load_finetuned_model(flag_values.finetune_save_path)
-    source = FileImageSource(image_list.paths, tuple(info["input_size"]), keep_original_size=True)
+    source = image_source(flag_values, image_list.paths, tuple(info["input_size"]), keep_original_size=True)
     output_path = flag_values.output_path
     os.makedirs(output_path, exist_ok=True)
     written = []

@@ -17,6 +17,23 @@ from absl import flags
 FLAG_GROUPS = {}
 
 
+class _AutoBooleanParser(flags.BooleanParser):
+    """A boolean that may also be 'auto' (None): --name, --noname, --name=true|false|auto."""
+
+    def parse(self, argument):
+        if isinstance(argument, str) and argument.lower() == "auto":
+            return None
+        return super().parse(argument)
+
+    def flag_type(self):
+        return "bool or auto"
+
+
+def _define_auto_boolean(name, help_text):
+    """A boolean flag whose default, None, means "decided by the run" (see its help)."""
+    flags.DEFINE_flag(flags.Flag(_AutoBooleanParser(), None, name, None, help_text, None, True))
+
+
 @contextlib.contextmanager
 def flag_group(name):
     """Records the flags defined inside the block as the group `name` (in definition order)."""
@@ -25,9 +42,20 @@ def flag_group(name):
     FLAG_GROUPS[name] = tuple(n for n in flags.FLAGS if n not in before)
 
 
-TASKS = ("pretrain", "classification", "segmentation", "evaluate", "predict", "linear_eval", "embed")
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-OPTIMIZERS = ("lars", "sgd", "adam", "adamw")
+TASKS = ("pretrain", "classification", "segmentation", "evaluate", "predict", "linear_eval", "embed",
+         "pseudo_labels", "export")
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+# keras.applications constructors usable as encoders (simclr_tf/models/applications.py; a test keeps
+# the two lists equal). Spelled as in Keras, which keeps "ResNet50" apart from the project's "resnet50".
+KERAS_APPLICATIONS = (
+    "VGG16", "VGG19", "ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2", "ResNet152V2",
+    "MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large",
+    *(f"EfficientNetB{i}" for i in range(8)),
+    *(f"EfficientNetV2{v}" for v in ("B0", "B1", "B2", "B3", "S", "M", "L")),
+    "ConvNeXtTiny", "ConvNeXtSmall", "ConvNeXtBase", "ConvNeXtLarge", "ConvNeXtXLarge",
+    "DenseNet121", "DenseNet169", "DenseNet201", "Xception", "InceptionV3", "InceptionResNetV2")
+BACKBONES = RESNETS + KERAS_APPLICATIONS
+OPTIMIZERS = ("lars", "sgd", "adam", "adamw", "nadam")
 
 # --- what to run ------------------------------------------------------------------------------------
 with flag_group("task"):
@@ -77,10 +105,24 @@ with flag_group("finetune_folder"):
 with flag_group("output_folder"):
     flags.DEFINE_string("output_path", "logs/output", "Folder for predictions and embeddings.")
 
-# --- speed only: never part of a fingerprint --------------------------------------------------------
+# --- speed and hardware: never part of a fingerprint ----------------------------------------------
 with flag_group("performance"):
     flags.DEFINE_boolean("cache", False, "Decode every image once and keep it in memory (small data sets).")
-    flags.DEFINE_boolean("jit_compile", False, "Compile training steps with XLA (measure first: see the README).")
+    flags.DEFINE_enum("strategy", "auto", ("auto", "one_device", "mirrored", "multi_worker"),
+                      "tf.distribute strategy: 'auto' is mirrored when more than one GPU is visible, else one device; "
+                      "multi_worker reads TF_CONFIG (README, 'Running on several machines').")
+    _define_auto_boolean("sync_bn", "Synchronised BatchNorm over all replicas (default auto: on when the strategy has "
+                         "more than one replica).")
+    flags.DEFINE_enum("augment_on", "host", ("host", "device"), "Where pretraining views are made: 'host' (tf.data "
+                      "on the CPU) or 'device' (in the training step on the accelerator; the host only decodes); "
+                      "the same seeds give the same views either way.")
+    _define_auto_boolean("jit_compile", "Compile training steps with XLA (default auto: on when training on a GPU, off "
+                         "on CPU, where it measured slower).")
+
+# --- numerics: part of the fingerprint of every training run ----------------------------------------
+with flag_group("numerics"):
+    flags.DEFINE_enum("precision", "float32", ("float32", "mixed_bfloat16", "mixed_float16"),
+                      "Keras mixed-precision policy; saved models are float32 whatever it is (README, 'Speed').")
 
 # --- augmentations: every task that trains reads the crop and flip ----------------------------------
 with flag_group("augment_crop_flip"):
@@ -118,9 +160,21 @@ with flag_group("augment_pretrain_only"):
 
 # --- model ------------------------------------------------------------------------------------------
 with flag_group("encoder"):
-    flags.DEFINE_enum("backbone", "resnet18", BACKBONES, "Encoder architecture.")
-    flags.DEFINE_integer("width_multiplier", 1, "ResNet width multiplier.")
-    flags.DEFINE_boolean("small_stem", None, "3x3 stride-1 stem without max-pool (default: when the crop side <= 32).")
+    flags.DEFINE_enum("backbone", "resnet18", BACKBONES, "Encoder architecture: the project's ResNets (lower case) "
+                      "or a keras.applications model (spelled as in Keras, e.g. VGG16, ResNet50, MobileNetV2).")
+    flags.DEFINE_string("backbone_weights", "none", "keras.applications backbones: 'none' (random init), 'imagenet' "
+                        "(Keras' download) or the path of a local no-top weights file.")
+    flags.DEFINE_integer("width_multiplier", 1, "ResNet width multiplier (ResNet-50 x2: --width_multiplier=2).")
+    flags.DEFINE_boolean("depthwise", False, "Bottleneck ResNets (resnet50 and deeper): depthwise 3x3 convolutions in "
+                         "the bottleneck (far fewer parameters).")
+    flags.DEFINE_boolean("small_stem", None, "ResNets: 3x3 stride-1 stem without max-pool (default: when the crop side "
+                         "<= 32).")
+
+with flag_group("unfreezing"):
+    flags.DEFINE_integer("num_unfrozen_layers", None, "Pretraining: train only the top K layers of the backbone "
+                         "(the rest frozen, BatchNorm in inference mode; default: all).")
+    flags.DEFINE_string("unfreeze_schedule", None, "Pretraining: 'EPOCH:K,EPOCH:K,...' unfreezes the top K layers "
+                        "after EPOCH completed epochs (K an integer or 'all', never decreasing).")
 
 with flag_group("projection_head"):
     flags.DEFINE_integer("proj_layers", 2, "Layers of the projection head (paper v1: 2, official code: 3).")
@@ -147,6 +201,8 @@ with flag_group("schedule"):
     flags.DEFINE_integer("warmup_steps", None, "Linear warmup in steps (overrides --warmup_epochs; the original CLI used 1000).")
 
 with flag_group("contrastive_loss"):
+    flags.DEFINE_enum("loss", "nt_xent", ("nt_xent", "dcl", "dclw"), "Contrastive loss: NT-Xent, or the decoupled "
+                      "loss (DCL: the positive pair left out of the denominator; DCLW: with its vMF weighting).")
     flags.DEFINE_float("temperature", 0.2, "NT-Xent temperature (0.1 ImageNet, 0.5 long CIFAR-10 runs, 0.2 small batches).")
 
 # --- fine-tuning ------------------------------------------------------------------------------------
@@ -173,6 +229,33 @@ with flag_group("feature_layer"):
                         "(output of projection-head layer k).")
 
 # --- kNN monitor during pretraining -----------------------------------------------------------------
+with flag_group("export"):
+    flags.DEFINE_enum("export_model", "finetuned", ("finetuned", "encoder"), "export: the fine-tuned model.keras of "
+                      "--finetune_save_path, or the pretrained encoder.keras of --pretrain_save_path.")
+    flags.DEFINE_enum("export_format", "saved_model", ("saved_model", "tflite", "tflite_int8"), "export: a SavedModel, "
+                      "and with tflite / tflite_int8 also a float32 / int8 TFLite file (README, 'Export for serving').")
+    flags.DEFINE_string("calibration_file_path", None, "export --export_format=tflite_int8: images (a list) that set "
+                        "the int8 ranges; a few hundred like those the model will see.")
+
+with flag_group("guided_batches"):
+    flags.DEFINE_string("pseudo_label_file", None, "Pretraining: a 'path,cluster' list (from --task=pseudo_labels) "
+                        "covering the training list: every batch then holds images of distinct clusters (G-SimCLR).")
+
+with flag_group("pseudo_labels"):
+    flags.DEFINE_enum("pseudo_label_source", "autoencoder", ("autoencoder", "encoder"), "pseudo_labels: cluster the "
+                      "latent vectors of a denoising autoencoder trained on --train_file_path, or the h of the encoder "
+                      "in --pretrain_save_path.")
+    flags.DEFINE_integer("num_clusters", 100, "pseudo_labels: number of k-means clusters (pseudo-labels).")
+
+with flag_group("snapshots"):
+    flags.DEFINE_integer("save_every", 0, "Pretraining: also keep snapshots/encoder_epoch_N.keras every N epochs (0: "
+                         "none), e.g. for linear_eval's accuracy against pretraining epoch.")
+
+with flag_group("diagnostics"):
+    flags.DEFINE_integer("diagnostics_every", 1, "Pretraining: log z_std, alignment, uniformity and the effective rank "
+                         "of h every N epochs (0: off; README, 'Is pretraining learning?').")
+    flags.DEFINE_integer("diagnostics_images", 256, "Training images the diagnostics are measured on.")
+
 with flag_group("knn_monitor"):
     flags.DEFINE_string("knn_train_file_path", None, "Labelled 'path,label' list of kNN reference images (default: "
                         "the labels found in --train_file_path).")
@@ -255,9 +338,15 @@ def _register_validators():
                              message="--train_fractions must be numbers in (0, 1] separated by spaces")
     flags.register_validator("encoder_lr_multiplier", lambda v: v >= 0, message="--encoder_lr_multiplier must be >= 0")
     flags.register_validator("repeats", lambda v: v >= 1, message="--repeats must be at least 1")
+    flags.register_validator("diagnostics_every", lambda v: v >= 0, message="--diagnostics_every must be >= 0")
+    flags.register_validator("diagnostics_images", lambda v: v >= 2, message="--diagnostics_images must be at least 2")
+    flags.register_validator("num_clusters", lambda v: v >= 2, message="--num_clusters must be at least 2")
+    flags.register_validator("save_every", lambda v: v >= 0, message="--save_every must be >= 0")
     flags.register_validator("knn_every", lambda v: v >= 0, message="--knn_every must be >= 0")
     flags.register_validator("knn_k", lambda v: v >= 1, message="--knn_k must be at least 1")
     flags.register_validator("num_classes", lambda v: v is None or v >= 2, message="--num_classes must be at least 2")
+    flags.register_validator("num_unfrozen_layers", lambda v: v is None or v >= 0,
+                             message="--num_unfrozen_layers must be >= 0")
     flags.register_validator("max_image_pixels", lambda v: v >= 64, message="--max_image_pixels must be at least 64")
 
 

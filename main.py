@@ -9,7 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info line
 # convolution with 512 channels is ~100x slower (README, "Speed"). Must be set before TF is imported.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 if __package__:  # installed by pip: simclr_tf.cli.main, the `simclr-tf` console script
     from . import config  # noqa: E402  (defines the flags)
@@ -69,6 +69,7 @@ def main(argv):
     task_name = flags.FLAGS.task
     if task_name is None:
         _fail(f"--task is required: one of {', '.join(config.TASKS)}")
+    logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines (SavedModel writing, ...) are noise here
     task = _import_task(task_name)
     from simclr_tf.errors import UserError
     from simclr_tf.training.callbacks import NonFiniteLossError

@@ -11,5 +11,8 @@ _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from simclr_tf.training import lars as _lars  # noqa: F401  (registers simclr_tf>LARS)
 from simclr_tf.models import decoder as _decoder  # noqa: F401  (registers simclr_tf>CropToMatch)
+from simclr_tf.models import applications as _applications  # noqa: F401  (registers simclr_tf>ImageNetInputScaling)
+
+from simclr_tf.api import SimCLR  # noqa: E402,F401  (the Python API: README, "Your own model, from Python")
 
 __version__ = "0.1.0"

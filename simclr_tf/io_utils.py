@@ -1,8 +1,12 @@
-"""Atomic file output: a crash never leaves a truncated result behind."""
+"""Atomic file output (a crash never leaves a truncated result behind), and the writability check every
+output folder gets before any work."""
 import contextlib
+import errno
 import json
 import os
 import tempfile
+
+from simclr_tf.errors import UserError
 
 
 @contextlib.contextmanager
@@ -20,6 +24,7 @@ def atomic_path(final_path, suffix=""):
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; results are for everyone
         os.replace(tmp_path, final_path)
+        fsync_directory(directory)  # the rename itself survives a power loss
     finally:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
@@ -50,6 +55,60 @@ def save_figure_atomic(figure, path, **kwargs):
     suffix = os.path.splitext(path)[1]
     with atomic_path(path, suffix=suffix) as tmp:
         figure.savefig(tmp, **kwargs)
+
+
+def fsync_file(path):
+    """Flushes a written file's content to disk (before it is renamed into place)."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def fsync_directory(directory):
+    """Flushes a folder's entries (renames) to disk; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def check_writable_folder(path, flag_name):
+    """Creates folder `path` when missing and proves it writable (a temporary file is created and
+    removed), so a run fails before any work instead of after it. UserError naming the flag when the
+    path is a file, cannot be created, or is read-only (permissions, a read-only file system)."""
+    shown = f"{flag_name}={path}"
+    if not path:
+        raise UserError(f"{flag_name} is empty: give the folder to write to.")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{shown} is a file, not a folder: give a folder path (the outputs go inside it), "
+                        "or move the file away.")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{shown}: cannot create the folder ({_reason(e)}).") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"{shown}: cannot write into the folder ({_reason(e)}). Give a writable folder.") from None
+
+
+def _reason(error):
+    if error.errno == errno.EROFS:
+        return "read-only file system"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if error.errno in (errno.ENOTDIR, errno.EEXIST):
+        return "a part of the path is a file, not a folder"
+    if error.errno == errno.ENOSPC:
+        return "no space left on the device"
+    return error.strerror or str(error)
 
 
 def _umask():

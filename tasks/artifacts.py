@@ -121,12 +121,31 @@ def read_finetune_info(finetune_save_path):
     try:
         with open(info_path, encoding="utf-8") as f:
             info = json.load(f)
-        if not isinstance(info, dict) or info.get("task") not in ("classification", "segmentation"):
-            raise ValueError("no 'task' entry")
+        _check_finetune_info(info)
         return info
-    except (ValueError, UnicodeDecodeError) as e:
+    except (OSError, ValueError, UnicodeDecodeError) as e:
         raise UserError(f"--finetune_save_path: {info_path} is damaged ({e}). Re-run the fine-tuning task that "
                         "wrote it (with --resume=false --overwrite if needed).") from None
+
+
+# A class count beyond this in finetune.json is damage, not a model (evaluation sizes arrays by it).
+_MAX_SAVED_CLASSES = 1_000_000
+
+
+def _check_finetune_info(info):
+    """ValueError unless `info` holds what evaluate and predict read, with sane values."""
+    if not isinstance(info, dict) or info.get("task") not in ("classification", "segmentation"):
+        raise ValueError("no 'task' entry")
+    num_classes = info.get("num_classes")
+    if not (isinstance(num_classes, int) and 2 <= num_classes <= _MAX_SAVED_CLASSES):
+        raise ValueError(f"'num_classes' is {num_classes!r}")
+    for key in ("input_size", "crop_size"):
+        size = info.get(key)
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and 0 < v <= 65536 for v in size)):
+            raise ValueError(f"'{key}' is {size!r}, not [height, width]")
+    names = info.get("class_names")
+    if names is not None and not (isinstance(names, list) and len(names) == num_classes):
+        raise ValueError(f"'class_names' does not name {num_classes} classes")
 
 
 def check_num_classes_flag(flag_values, info):

@@ -16,7 +16,7 @@ from simclr_tf.models.classifier import build_classifier, with_softmax
 from simclr_tf.training.callbacks import EpochMetrics
 from simclr_tf.training.finetune_trainer import ClassificationObjective
 
-from . import artifacts, classifier_results, finetuning, run_folder
+from . import artifacts, classifier_results, distribution, finetuning, run_folder
 from .augmentation_flags import augment_config
 from .caching import cache_if_requested
 from .console import say
@@ -35,6 +35,7 @@ RESULT_FILES = (artifacts.MODEL_FILE, artifacts.FINETUNE_INFO_FILE, classifier_r
 def run(flag_values):
     """Fine-tunes and writes model.keras, finetune.json, history, checkpoints and, with a validation
     list, metrics.json + confusion_matrix.png into --finetune_save_path."""
+    devices = distribution.setup(flag_values)  # before TensorFlow runs anything else
     save_path = flag_values.finetune_save_path
     input_size, crop_size = image_sizes(flag_values)
     data = load_classification_data(flag_values, input_size)
@@ -46,33 +47,37 @@ def run(flag_values):
     check_an_image_decodes(train.source, "--train_file_path")
     view_config = augment_config(flag_values, crop_size, "classification")
     plan = run_folder.plan_run(flag_values, FLAGS_READ, save_path, "--finetune_save_path", RESULT_FILES,
-                               artifacts.encoder_fingerprint(flag_values))
+                               artifacts.encoder_fingerprint(flag_values), is_chief=devices.is_chief)
 
-    encoder, pretrained = artifacts.load_pretrained_encoder(flag_values, crop_size)
     steps = steps_per_epoch(len(train), flag_values.batch_size)
-    classifier = build_classifier(encoder, data.num_classes, crop_size, head=flag_values.head,
-                                  freeze=flag_values.freeze)
-    trainer, peak_lr = finetuning.build_trainer(flag_values, classifier, encoder, ClassificationObjective(),
-                                                crop_size, steps)
-    plan.start()
-    start_epoch = plan.resume(trainer)
+    with devices.scope():
+        encoder, pretrained = artifacts.load_pretrained_encoder(flag_values, crop_size)
+        classifier = finetuning.for_devices(build_classifier(encoder, data.num_classes, crop_size, head=flag_values.head,
+                                                             freeze=flag_values.freeze), devices)
+        encoder = classifier.get_layer(encoder.name)
+        trainer, peak_lr = finetuning.build_trainer(flag_values, classifier, encoder, ClassificationObjective(),
+                                                    crop_size, steps, devices)
+        plan.start()
+        start_epoch = plan.resume(trainer)
     _describe_run(flag_values, train, data, steps, start_epoch, peak_lr)
 
     train_source = cache_if_requested(flag_values, train.source, "training")
     val = data.val
     extra_callbacks = []
-    if val is not None:
+    if val is not None and plan.is_writer:
         val = dataclasses.replace(val, source=cache_if_requested(flag_values, val.source, "validation"))
         extra_callbacks.append(EpochMetrics(classifier_results.validation_metrics(classifier, val, crop_size,
                                                                                    flag_values.batch_size)))
-    dataset = train_dataset(train_source, train.labels, view_config, flag_values.batch_size, flag_values.seed,
-                            start_epoch)
+    dataset = devices.distribute(lambda shard: train_dataset(
+        train_source, train.labels, view_config, flag_values.batch_size, flag_values.seed, start_epoch, shard))
     train_with_checkpoints(
         trainer, dataset, plan=plan, num_epochs=flag_values.num_epochs, steps_per_epoch=steps,
         images_per_epoch=steps * flag_values.batch_size, skip_log=train_source.skip_log,
         extra_callbacks=extra_callbacks, plot_metrics=("loss", "accuracy", "val_accuracy"),
         plot_title="Classification fine-tuning")
 
+    if not plan.is_writer:
+        return  # a non-chief worker: the chief writes the results
     model = with_softmax(classifier)
     info = _finetune_info(flag_values, data, encoder, pretrained, input_size, crop_size, len(train))
     finetuning.save_finetuned(save_path, model, info, "image -> class probabilities")

@@ -13,11 +13,11 @@ from simclr_tf.errors import UserError
 from simclr_tf.evaluation.classification_plots import plot_confusion_matrix
 from simclr_tf.evaluation.metrics import classification_metrics, default_class_names, format_metrics_table
 from simclr_tf.evaluation.probes import run_in_order
-from simclr_tf.io_utils import write_json_atomic, write_text_atomic
+from simclr_tf.io_utils import check_writable_folder, write_json_atomic, write_text_atomic
 
 from .artifacts import load_finetuned_model
 from .console import say
-from .image_files import image_source
+from .image_files import image_source, skipped_line
 from .labelled_data import cifar10_splits, read_labelled_list
 
 METRICS_FILE = "metrics.json"
@@ -64,11 +64,12 @@ def validation_metrics(classifier, val, crop_size, batch_size):
 
 def _report_skipped(source, ok):
     for index in np.flatnonzero(~ok):
-        say(f"  skipped undecodable file: {source.paths[index]}")
+        say(skipped_line(source, source.paths[index]))
 
 
 def evaluate_saved(flag_values, info):
     """`--task=evaluate`: the saved model on --val_file_path (or the CIFAR-10 test split)."""
+    check_writable_folder(flag_values.finetune_save_path, "--finetune_save_path")  # metrics.json goes there
     input_size = tuple(info["input_size"])
     if flag_values.cifar10:
         _, data = cifar10_splits(flag_values, input_size)
@@ -84,6 +85,7 @@ def predict_saved(flag_values, info):
     """`--task=predict`: predictions.csv (path, prediction, confidence, prob_0 ... prob_{K-1}) under
     --output_path for every decodable image of --test_file_path; prediction is the class index."""
     image_list = filelist.read_file_list(flag_values.test_file_path, filelist.IMAGES, flag_name="--test_file_path")
+    check_writable_folder(flag_values.output_path, "--output_path")  # before inference, not after
     source = image_source(flag_values, image_list.paths, tuple(info["input_size"]))
     model = load_finetuned_model(flag_values.finetune_save_path)
     probabilities, ok = predict_probabilities(model, source, info["crop_size"], flag_values.batch_size)

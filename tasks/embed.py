@@ -18,13 +18,13 @@ from simclr_tf.errors import UserError
 from simclr_tf.evaluation.classification_plots import plot_tsne_panels
 from simclr_tf.evaluation.probes import features_function, parse_feature_layer, projection_layer_count, \
     run_in_order, tsne_2d
-from simclr_tf.io_utils import atomic_path
+from simclr_tf.io_utils import atomic_path, check_writable_folder
 
 from . import artifacts
 from .console import say
 from .flag_use import TaskFlags
-from .image_files import image_source
-from .labelled_data import class_names_beside
+from .image_files import image_source, skipped_line
+from .labelled_data import LabelledImages, checked_class_count, class_names_beside
 from .sizes import image_sizes
 
 FLAGS_READ = TaskFlags("embed", results=(), also_reads=(
@@ -45,6 +45,7 @@ def run(flag_values):
         raise UserError(f"--feature_layer: {e}") from None
     image_list = filelist.read_file_list(flag_values.test_file_path, filelist.IMAGES, flag_name="--test_file_path")
     labels = _labels(image_list, flag_values.num_classes)
+    check_writable_folder(flag_values.output_path, "--output_path")  # before any inference, not after
     keras.utils.set_random_seed(flag_values.seed)
     encoder, _ = artifacts.load_pretrained_encoder(flag_values, crop_size)
     head, _ = artifacts.load_projection_head(flag_values, encoder)
@@ -57,7 +58,7 @@ def run(flag_values):
     outputs, ok = run_in_order(features_function(encoder, head, layers),
                                eval_dataset(source, crop_size, flag_values.batch_size))
     for index in np.flatnonzero(~ok):
-        say(f"  skipped undecodable file: {source.paths[index]}")
+        say(skipped_line(source, source.paths[index]))
     arrays = {"h": outputs["h"][ok], "z": outputs[f"proj{last}"][ok], "paths": np.asarray(source.paths)[ok]}
     arrays.update({name: outputs[name][ok] for name in layers[2:]})
     if labels is not None:
@@ -82,13 +83,12 @@ def _labels(image_list, num_classes):
         say(f"Labels ignored: {len(unlabelled)} line(s) of {image_list.list_path} have none "
                    f"(first: line {unlabelled[0].line})")
         return None
-    upper = num_classes if num_classes is not None else float("inf")
-    bad = [e for e in image_list.entries if not 0 <= e.label < upper]
-    if bad:
-        raise UserError(f"--test_file_path: {image_list.list_path}, line {bad[0].line}: label {bad[0].label} is "
-                        f"outside [0, {'...' if num_classes is None else num_classes - 1}] "
-                        f"(--num_classes={num_classes})")
-    return np.asarray(labels, np.int64)
+    # Labels in [0, --num_classes), or without it a class count near the distinct labels (t-SNE colours
+    # and class names are sized by it).
+    labelled = LabelledImages(None, np.asarray(labels, np.int64), f"--test_file_path={image_list.list_path}",
+                              np.asarray([e.line for e in image_list.entries], np.int64))
+    checked_class_count([labelled], num_classes)
+    return labelled.labels
 
 
 def _plot_tsne(arrays, layers, flag_values):

@@ -4,7 +4,9 @@ import os
 
 import numpy as np
 
+from simclr_tf.errors import UserError
 from simclr_tf.io_utils import save_keras_atomic
+from simclr_tf.models.rebuild import portable, rebuild
 from simclr_tf.training.finetune_trainer import FineTuneTrainer
 
 from .artifacts import MODEL_FILE, write_finetune_info
@@ -12,12 +14,20 @@ from .console import say
 from .optimizer_flags import FINETUNE_DEFAULTS, optimizer_from_flags
 
 # Groups of flags every fine-tuning task reads (results), beside its own.
-RESULT_GROUPS = ("randomness", "train_list", "val_list", "image_size", "decoding", "classes", "augment_crop_flip", "encoder",
-                 "batch", "schedule", "finetune")
+RESULT_GROUPS = ("randomness", "train_list", "val_list", "image_size", "decoding", "classes", "augment_crop_flip",
+                 "encoder", "batch", "schedule", "finetune", "numerics")
 ALSO_READS = ("run_control", "pretrain_folder", "finetune_folder", "performance")
 
 
-def build_trainer(flag_values, model, encoder, objective, crop_size, steps_per_epoch):
+def for_devices(encoder, devices):
+    """The (loaded, float32, plain-BatchNorm) encoder as this run computes with it: under the
+    precision policy and with synchronised BatchNorm when `devices` asks for them. Call in the scope."""
+    if devices.precision == "float32" and not devices.sync_bn:
+        return encoder
+    return rebuild(encoder, dtype_policy=devices.precision, synchronized_bn=devices.sync_bn)
+
+
+def build_trainer(flag_values, model, encoder, objective, crop_size, steps_per_epoch, devices):
     """(compiled FineTuneTrainer with built optimizers, peak learning rate of the head/decoder).
 
     With --encoder_lr_multiplier != 1 (and an encoder that trains) the encoder gets its own optimizer
@@ -26,10 +36,15 @@ def build_trainer(flag_values, model, encoder, objective, crop_size, steps_per_e
     optimizer, peak_lr = optimizer_from_flags(flag_values, steps_per_epoch, FINETUNE_DEFAULTS)
     encoder_optimizer = None
     if not flag_values.freeze and flag_values.encoder_lr_multiplier != 1.0:
+        if devices.precision == "mixed_float16":
+            # Loss scaling of two optimizers would need one shared scale, which Keras' LossScaleOptimizer
+            # does not offer; bfloat16 needs no loss scaling at all.
+            raise UserError("--encoder_lr_multiplier with --precision=mixed_float16 is not supported: use "
+                            "--precision=mixed_bfloat16 (GPUs from Ampere on, TPUs) or --encoder_lr_multiplier=1.")
         encoder_optimizer, _ = optimizer_from_flags(flag_values, steps_per_epoch, FINETUNE_DEFAULTS,
                                                     lr_multiplier=flag_values.encoder_lr_multiplier, announce=False)
     trainer = FineTuneTrainer(model, encoder, objective, encoder_optimizer)
-    trainer.compile(optimizer=optimizer, jit_compile=flag_values.jit_compile)
+    trainer.compile(optimizer=optimizer, jit_compile=devices.jit_compile)
     trainer(np.zeros((1, *crop_size, 3), np.float32))  # create the variables before any restore
     trainer.build_optimizers()
     return trainer, peak_lr
@@ -54,8 +69,8 @@ def fraction_note(flag_values, num_listed, how):
 
 
 def save_finetuned(save_path, model, info, output_description):
-    """model.keras and finetune.json, both written atomically."""
+    """model.keras (float32, plain BatchNorm) and finetune.json, both written atomically."""
     path = os.path.join(save_path, MODEL_FILE)
-    save_keras_atomic(model, path)
+    save_keras_atomic(portable(model), path)
     write_finetune_info(save_path, info)
     say(f"Saved the fine-tuned model to {path} ({output_description})")

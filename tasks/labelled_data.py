@@ -16,6 +16,11 @@ from .flag_use import given
 from .image_files import image_source
 
 CLASS_NAMES_FILE = "classes.txt"
+# Without --num_classes, labels define the class count (largest + 1), which sizes the head, class names
+# and the kNN vote. One typo (`img.png,1000000000000`) would make that 10^12: a count above
+# SPARSITY x the distinct labels + SLACK is refused instead, naming the line of the largest label.
+SPARSITY = 10
+SLACK = 100
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # List flags that --cifar10 replaces.
 _LIST_FLAGS = ("train_file_path", "val_file_path", "knn_train_file_path")
@@ -28,6 +33,7 @@ class LabelledImages:
     source: object
     labels: np.ndarray
     origin: str
+    lines: object = None  # int64 [N]: line of each label in its list (None: not from a list, e.g. CIFAR-10)
 
     def __len__(self):
         return len(self.labels)
@@ -45,8 +51,58 @@ def read_labelled_list(flag_values, list_path, flag_name, num_classes, input_siz
     """A checked `path,label` list as LabelledImages (UserError naming the line and file otherwise)."""
     image_list = filelist.read_file_list(list_path, filelist.CLASSIFICATION, num_classes=num_classes,
                                          flag_name=flag_name)
-    return LabelledImages(image_source(flag_values, image_list.paths, input_size), np.asarray(image_list.labels, np.int64),
-                          f"{flag_name}={list_path}")
+    return LabelledImages(image_source(flag_values, image_list.paths, input_size),
+                          np.asarray(image_list.labels, np.int64), f"{flag_name}={list_path}", _lines(image_list))
+
+
+def labels_in_image_list(image_list, source, flag_name):
+    """LabelledImages of an image list (`filelist.IMAGES`) whose every line carries a label >= 0, else
+    None (the labels of a pretraining list, used by the kNN monitor)."""
+    labels = image_list.labels
+    if not labels or not all(label is not None and label >= 0 for label in labels):
+        return None
+    return LabelledImages(source, np.asarray(labels, np.int64), f"{flag_name}={image_list.list_path}",
+                          _lines(image_list))
+
+
+def _lines(image_list):
+    return np.asarray([entry.line for entry in image_list.entries], np.int64)
+
+
+def checked_class_count(labelled_sets, num_classes=None):
+    """The number of classes that labelled sets (LabelledImages, or None to skip) make: --num_classes when
+    given, else the largest label + 1. UserError naming the file and line of the offending label when a
+    label is outside [0, num_classes), or, without --num_classes, when largest + 1 is more than
+    SPARSITY x the number of distinct labels + SLACK (a typo would otherwise size arrays of 10^12 classes).
+    """
+    sets = [s for s in labelled_sets if s is not None and len(s.labels)]
+    if not sets:
+        return num_classes
+    upper = np.inf if num_classes is None else num_classes
+    for labelled in sets:
+        bad = np.flatnonzero((labelled.labels < 0) | (labelled.labels >= upper))
+        if len(bad):
+            raise UserError(f"{_where(labelled, bad[0])}: label {labelled.labels[bad[0]]} is outside "
+                            f"[0, {'...' if num_classes is None else num_classes - 1}] (--num_classes={num_classes})")
+    if num_classes is not None:
+        return int(num_classes)
+    largest = max(sets, key=lambda labelled: int(labelled.labels.max()))
+    position = int(np.argmax(largest.labels))
+    count = int(largest.labels[position]) + 1
+    distinct = len(np.unique(np.concatenate([labelled.labels for labelled in sets])))
+    bound = SPARSITY * distinct + SLACK
+    if count > bound:
+        raise UserError(f"{_where(largest, position)}: label {count - 1} would make {count:,} classes, but the labels "
+                        f"hold only {distinct} distinct values (at most {SPARSITY} x {distinct} + {SLACK} = {bound:,} "
+                        "classes are inferred). Fix the label if it is a typo, or give --num_classes.")
+    return count
+
+
+def _where(labelled, index):
+    """'--train_file_path=PATH, line N' of the label at `index` (just the origin when lines are unknown)."""
+    if labelled.lines is None:
+        return f"{labelled.origin}, image {index + 1}"
+    return f"{labelled.origin}, line {int(labelled.lines[index])}"
 
 
 def load_classification_data(flag_values, input_size, need_val=False):
@@ -61,7 +117,7 @@ def load_classification_data(flag_values, input_size, need_val=False):
     num_classes = flag_values.num_classes
     train = read_labelled_list(flag_values, flag_values.train_file_path, "--train_file_path", num_classes, input_size)
     if num_classes is None:
-        num_classes = int(train.labels.max()) + 1
+        num_classes = checked_class_count([train])
         if num_classes < 2:
             raise UserError(f"--train_file_path={flag_values.train_file_path}: every label is 0; a classifier needs "
                             "at least 2 classes (set --num_classes).")

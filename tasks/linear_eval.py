@@ -16,11 +16,12 @@ from simclr_tf.data.subsets import stratified_subset
 from simclr_tf.errors import UserError
 from simclr_tf.evaluation.classification_plots import plot_linear_eval
 from simclr_tf.evaluation.probes import features_function, parse_feature_layer, probe_accuracy, run_in_order
-from simclr_tf.io_utils import write_json_atomic
+from simclr_tf.io_utils import check_writable_folder, write_json_atomic
 
 from . import artifacts, config
 from .console import say
 from .flag_use import TaskFlags
+from .image_files import skipped_line
 from .labelled_data import load_classification_data
 from .sizes import image_sizes
 
@@ -40,6 +41,8 @@ def run(flag_values):
     layer = _checked_layer(flag_values.feature_layer)
     fractions = config.parse_fractions(flag_values.train_fractions)
     data = load_classification_data(flag_values, input_size, need_val=True)
+    # linear_eval.json goes into --pretrain_save_path: refused now if it cannot, not after the features.
+    check_writable_folder(flag_values.pretrain_save_path, "--pretrain_save_path")
     keras.utils.set_random_seed(flag_values.seed)
     encoder, pretrained = artifacts.load_pretrained_encoder(flag_values, crop_size)
     head, head_kind = (artifacts.load_projection_head(flag_values, encoder) if layer != "h" else (None, None))
@@ -90,7 +93,7 @@ def _features(compute, layer, data, crop_size, batch_size):
     """(features, labels) of the decodable images of a labelled set."""
     outputs, ok = run_in_order(compute, eval_dataset(data.source, crop_size, batch_size))
     for index in np.flatnonzero(~ok):
-        say(f"  skipped undecodable file: {data.source.paths[index]}")
+        say(skipped_line(data.source, data.source.paths[index]))
     return outputs[layer][ok], data.labels[ok]
 
 

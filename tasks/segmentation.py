@@ -11,11 +11,12 @@ from simclr_tf.data.pipeline import steps_per_epoch
 from simclr_tf.data.sources import check_an_image_decodes
 from simclr_tf.data.subsets import random_subset
 from simclr_tf.errors import UserError
+from simclr_tf.models.applications import supports_segmentation
 from simclr_tf.models.decoder import build_segmentation_model
 from simclr_tf.training.callbacks import EpochMetrics
 from simclr_tf.training.finetune_trainer import SegmentationObjective
 
-from . import artifacts, finetuning, run_folder, segmenter_results
+from . import artifacts, distribution, finetuning, run_folder, segmenter_results
 from .augmentation_flags import augment_config
 from .caching import cache_if_requested
 from .console import say
@@ -36,8 +37,9 @@ RESULT_FILES = (artifacts.MODEL_FILE, artifacts.FINETUNE_INFO_FILE, segmenter_re
 def run(flag_values):
     """Fine-tunes and writes model.keras, finetune.json, history, checkpoints and, with a validation
     list, metrics.json + predictions.png into --finetune_save_path."""
-    save_path = flag_values.finetune_save_path
     num_classes = _required_num_classes(flag_values)
+    devices = distribution.setup(flag_values)  # before TensorFlow runs anything else
+    save_path = flag_values.finetune_save_path
     input_size, crop_size = image_sizes(flag_values)
     view_config = augment_config(flag_values, crop_size, "segmentation")
     train_list, val_list, subset, class_weights = _checked_data(flag_values, num_classes)
@@ -45,30 +47,37 @@ def run(flag_values):
                                          [train_list.labels[i] for i in subset], input_size)
     check_an_image_decodes(train_source, "--train_file_path")
     plan = run_folder.plan_run(flag_values, FLAGS_READ, save_path, "--finetune_save_path", RESULT_FILES,
-                               artifacts.encoder_fingerprint(flag_values))
+                               artifacts.encoder_fingerprint(flag_values), is_chief=devices.is_chief)
 
-    encoder, pretrained = artifacts.load_pretrained_encoder(flag_values, crop_size)
     steps = steps_per_epoch(len(subset), flag_values.batch_size)
-    model = build_segmentation_model(encoder, num_classes, freeze=flag_values.freeze)
-    trainer, peak_lr = finetuning.build_trainer(flag_values, model, encoder, SegmentationObjective(), crop_size,
-                                                steps)
-    plan.start()
-    start_epoch = plan.resume(trainer)
+    with devices.scope():
+        encoder, pretrained = artifacts.load_pretrained_encoder(flag_values, crop_size)
+        if not supports_segmentation(encoder):
+            raise UserError(f"--task=segmentation needs one of the project's ResNet backbones (its U-Net decoder "
+                            f"takes their stage outputs); {encoder.name} is not one.")
+        model = finetuning.for_devices(build_segmentation_model(encoder, num_classes, freeze=flag_values.freeze),
+                                       devices)
+        trainer, peak_lr = finetuning.build_trainer(flag_values, model, model.get_layer("encoder"),
+                                                    SegmentationObjective(), crop_size, steps, devices)
+        plan.start()
+        start_epoch = plan.resume(trainer)
     _describe_run(flag_values, len(subset), len(train_list), val_list, num_classes, encoder, steps, start_epoch,
                   peak_lr)
 
     train_source = cache_if_requested(flag_values, train_source, "training image and label-map")
     validation = (segmenter_results.Validation(model, val_list, num_classes, input_size, crop_size, flag_values)
-                  if val_list else None)
+                  if val_list and plan.is_writer else None)
     callbacks = [EpochMetrics(validation.epoch_metrics)] if validation else []
-    dataset = seg.train_dataset(train_source, view_config, flag_values.batch_size, flag_values.seed, start_epoch,
-                                class_weights)
+    dataset = devices.distribute(lambda shard: seg.train_dataset(
+        train_source, view_config, flag_values.batch_size, flag_values.seed, start_epoch, class_weights, shard))
     train_with_checkpoints(
         trainer, dataset, plan=plan, num_epochs=flag_values.num_epochs, steps_per_epoch=steps,
         images_per_epoch=steps * flag_values.batch_size, skip_log=train_source.skip_log,
         extra_callbacks=callbacks, plot_metrics=("loss", "pixel_accuracy", "val_mean_iou", "val_pixel_accuracy"),
         plot_title="Segmentation fine-tuning")
 
+    if not plan.is_writer:
+        return  # a non-chief worker: the chief writes the results
     info = _finetune_info(flag_values, num_classes, encoder, pretrained, input_size, crop_size, len(subset),
                           class_weights)
     finetuning.save_finetuned(save_path, model, info, "image -> per-pixel logits")

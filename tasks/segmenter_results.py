@@ -3,26 +3,31 @@ predictions.png on a labelled set (after training and for --task=evaluate), and 
 (--task=predict)."""
 import os
 
+import numpy as np
+
 from simclr_tf.data import filelist
 from simclr_tf.data import segmentation as seg
-from simclr_tf.data.decode import read_image, read_label_map
+from simclr_tf.data.decode import ImageDecodeError, read_image, read_label_map, resize_image, resize_label_map
 from simclr_tf.data.label_map_files import label_map_file_names, write_label_map_png
 from simclr_tf.errors import UserError
 from simclr_tf.evaluation.segmentation_metrics import METRIC_KEYS, evaluate_model, format_metrics, \
     predict_label_maps
 from simclr_tf.evaluation.segmentation_plots import plot_segmentation_predictions
-from simclr_tf.io_utils import write_json_atomic, write_text_atomic
+from simclr_tf.io_utils import check_writable_folder, write_json_atomic, write_text_atomic
 
 from .artifacts import load_finetuned_model
 from .caching import cache_if_requested
 from .console import say
-from .image_files import image_source
+from .image_files import image_source, skipped_line
 from .training_loop import write_skipped_files
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FIGURE = "predictions.png"
 PREDICTIONS_LIST = "predictions.txt"
 FIGURE_EXAMPLES = 8
+# Longest side of an example in predictions.png: a figure needs no more, and 8 images at the full
+# --max_image_pixels would take gigabytes.
+FIGURE_SIDE = 512
 
 
 class Validation:
@@ -54,10 +59,18 @@ def write_evaluation(metrics, examples, val_list, source, num_classes, save_path
     """metrics.json, predictions.png and the printed per-class IoU table."""
     write_json_atomic(os.path.join(save_path, METRICS_FILE), metrics)
     images, truths, predictions = [], [], []
+    max_pixels = getattr(source, "max_pixels", None)
     for index, predicted in examples:
-        images.append(read_image(val_list.paths[index]))
-        truths.append(read_label_map(val_list.labels[index]))
-        predictions.append(predicted)
+        try:  # read again at the original size; a file that fails now is left out of the figure
+            image = read_image(val_list.paths[index], max_pixels=max_pixels)
+            truth = read_label_map(val_list.labels[index], max_pixels=max_pixels)
+        except ImageDecodeError as e:
+            say(f"  {PREDICTIONS_FIGURE}: example left out ({e})")
+            continue
+        size = _figure_size(truth.shape)
+        images.append(resize_image(image, size))
+        truths.append(resize_label_map(truth, size))
+        predictions.append(resize_label_map(np.asarray(predicted, np.uint8), size))
     plot_segmentation_predictions(images, truths, predictions, os.path.join(save_path, PREDICTIONS_FIGURE),
                                   num_classes)
     _report_skipped(source)
@@ -65,9 +78,16 @@ def write_evaluation(metrics, examples, val_list, source, num_classes, save_path
     say(f"Wrote {METRICS_FILE} and {PREDICTIONS_FIGURE} to {save_path}")
 
 
+def _figure_size(shape):
+    """(height, width) of `shape` shrunk to at most FIGURE_SIDE on its longer side."""
+    height, width = shape[:2]
+    scale = min(1.0, FIGURE_SIDE / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
 def _report_skipped(source):
     for path in sorted(source.skip_log.skipped):
-        say(f"  skipped undecodable file: {path}")
+        say(skipped_line(source, path))
 
 
 def evaluate_saved(flag_values, info):
@@ -75,6 +95,7 @@ def evaluate_saved(flag_values, info):
     num_classes = int(info["num_classes"])
     if not flag_values.val_file_path:
         raise UserError("--val_file_path is required for --task=evaluate (a 'path,labelmap' list).")
+    check_writable_folder(flag_values.finetune_save_path, "--finetune_save_path")  # metrics.json goes there
     val_list = filelist.read_file_list(flag_values.val_file_path, filelist.SEGMENTATION, flag_name="--val_file_path")
     seg.check_label_maps(val_list, num_classes, "--val_file_path", max_pixels=flag_values.max_image_pixels)
     model = load_finetuned_model(flag_values.finetune_save_path)
@@ -90,10 +111,10 @@ def predict_saved(flag_values, info):
     predictions.txt ('image,labelmap' lines, itself a segmentation list)."""
     image_list = filelist.read_file_list(flag_values.test_file_path, filelist.IMAGES, flag_name="--test_file_path")
     names = label_map_file_names(image_list.paths)
+    output_path = flag_values.output_path
+    check_writable_folder(output_path, "--output_path")  # before inference, not after
     model = load_finetuned_model(flag_values.finetune_save_path)
     source = image_source(flag_values, image_list.paths, tuple(info["input_size"]), keep_original_size=True)
-    output_path = flag_values.output_path
-    os.makedirs(output_path, exist_ok=True)
     written = []
     for index, predicted in predict_label_maps(model, source, tuple(info["crop_size"]), flag_values.batch_size):
         write_label_map_png(os.path.join(output_path, names[index]), predicted)

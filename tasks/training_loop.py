@@ -17,22 +17,27 @@ SKIPPED_FILES = "skipped_files.txt"
 
 
 def train_with_checkpoints(model, dataset, *, plan, num_epochs, steps_per_epoch, images_per_epoch, skip_log,
-                           extra_callbacks=(), plot_metrics=("loss",), plot_title=None):
+                           extra_callbacks=(), plot_metrics=("loss",), plot_title=None, extra_figures=None):
     """Trains `model` (compiled, built, and restored by `plan.resume` when resuming) from the plan's
     start epoch to `num_epochs`, checkpointing every epoch in the plan's folder.
 
     `extra_callbacks` run before the summary (e.g. `callbacks.EpochMetrics` adding val_* to the logs).
-    Returns the full history (list of per-epoch dicts).
+    loss.png shows `plot_metrics`; `extra_figures` {file name: (metrics, title)} adds figures of
+    other columns, drawn once the history holds them. Returns the full history (per-epoch dicts).
+    Everything is written where the plan says this process writes (a non-chief worker of a
+    multi-worker job: its temporary folder).
     """
-    save_path = plan.save_path
+    save_path = plan.write_path
+    figures = {"loss.png": (plot_metrics, plot_title), **(extra_figures or {})}
 
     def on_epoch_saved(saved_state):
         write_history_csv(saved_state["history"], os.path.join(save_path, HISTORY_FILE))
-        plots.plot_training_curves(saved_state["history"], os.path.join(save_path, "loss.png"),
-                                   metrics=plot_metrics, title=plot_title)
+        for name, (metrics, title) in figures.items():
+            plots.plot_training_curves(saved_state["history"], os.path.join(save_path, name), metrics=metrics,
+                                       title=title)
         write_skipped_files(skip_log.skipped, save_path)
 
-    checkpoint = cb.ResumableCheckpoint(plan.checkpoint_dir, plan.fingerprint,
+    checkpoint = cb.ResumableCheckpoint(plan.write_checkpoint_dir, plan.fingerprint,
                                         history=plan.state["history"] if plan.state else None,
                                         on_epoch_saved=on_epoch_saved)
     callbacks = progress_callbacks() + list(extra_callbacks) + [

@@ -31,7 +31,8 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
                   callbacks=[cb.NonFiniteLossGuard(), checkpoint])
     state = cb.read_checkpoint_state(directory)
     assert state["epoch"] == 2 and [row["epoch"] for row in state["history"]] == [1, 2]
-    assert set(os.listdir(directory)) == {"state.json", "epoch-0002.weights.h5"}
+    assert set(os.listdir(directory)) == {"state.json", "state.previous.json", "epoch-0001.weights.h5",
+                                          "epoch-0002.weights.h5"}
     # The kept weights are finite and load back.
     restored = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     restored.compile(optimizer="sgd", loss="mse")

@@ -118,3 +118,23 @@ def test_a_source_with_no_decodable_image_is_refused_after_one_decode_otherwise(
     mixed = FileImageSource(broken + source.paths[:1] + broken, (32, 32))
     check_an_image_decodes(mixed, "--train_file_path")
     assert set(mixed.skip_log.skipped) == set(broken)
+
+
+def _index_batches(shard=None, steps=6):
+    from simclr_tf.data.pipeline import epoch_batches
+    load = lambda index, element_seed: (index, element_seed, tf.constant(True))  # noqa: E731
+    dataset = epoch_batches(20, 8, seed=4, start_epoch=0, load=load, shard=shard)
+    return [(i.numpy(), s.numpy()) for i, s in dataset.take(steps)]
+
+
+def test_worker_shards_of_each_global_batch_put_together_are_the_one_device_batches():
+    whole = _index_batches(steps=4)  # 2 steps per epoch (20 // 8): epochs 1 and 2
+    first = _index_batches(shard=(0, 2, 1), steps=4)
+    second = _index_batches(shard=(1, 2, 1), steps=4)
+    for (indices, seeds), (a, sa), (b, sb) in zip(whole, first, second):
+        np.testing.assert_array_equal(indices, np.concatenate([a, b]))
+        np.testing.assert_array_equal(seeds, np.concatenate([sa, sb]))
+    # One pipeline feeding two local replicas: two per-replica batches per global step, in order.
+    local = _index_batches(shard=(0, 1, 2), steps=8)
+    for step, (indices, _) in enumerate(whole):
+        np.testing.assert_array_equal(indices, np.concatenate([local[2 * step][0], local[2 * step + 1][0]]))

@@ -1,6 +1,7 @@
 """The SimCLR training step (simclr_tf.training.simclr_model): one forward pass for both views, every
 weight trained, and a falling loss on a fixed batch."""
 import keras
+import pytest
 import numpy as np
 import tensorflow as tf
 
@@ -54,3 +55,31 @@ def test_a_step_changes_encoder_and_head_weights_and_a_few_steps_lower_the_loss(
     for variable in model.trainable_variables:
         assert not np.allclose(variable.numpy(), before[variable.path]), variable.path
     assert losses[-1] < losses[0] - 0.1, losses
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_training_gives_a_finite_falling_loss_and_a_float32_encoder(policy):
+    from simclr_tf.models.heads import build_projection_head
+    from simclr_tf.models.rebuild import is_portable, portable
+    from simclr_tf.models.resnet import build_resnet
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        keras.utils.set_random_seed(2)
+        encoder = build_resnet("resnet18", width_multiplier=0.125, small_stem=True)
+        model = SimCLRModel(encoder, build_projection_head(64, output_dim=16), temperature=0.5)
+        model(np.zeros((2, 16, 16, 3), np.float32))
+        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+        if policy == "mixed_float16":
+            assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        a = np.random.default_rng(2).uniform(0, 1, (8, 16, 16, 3)).astype(np.float32)
+        b = np.clip(a[:, ::-1] * 0.9, 0, 1).astype(np.float32)
+        losses = model.fit(tf.data.Dataset.from_tensors((a, b)).repeat(), epochs=12, steps_per_epoch=1, verbose=0,
+                           shuffle=False).history["loss"]
+        saved = portable(encoder)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.isfinite(losses).all() and losses[-1] < losses[0] - 0.05, losses
+    assert is_portable(saved) and saved.get_layer("stem_conv").compute_dtype == "float32"
+    # The float32 copy computes what the mixed-precision model computes, to bfloat16/float16 accuracy.
+    reference, copy = np.asarray(encoder(a, training=False)), np.asarray(saved(a, training=False))
+    assert np.abs(copy - reference).max() <= 0.05 * np.abs(reference).max() + 1e-3

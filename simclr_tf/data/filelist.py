@@ -6,10 +6,17 @@ that every problem is reported at once, each with its line number.
 """
 import dataclasses
 import os
+import re
 
 from simclr_tf.errors import UserError
 
 MAX_REPORTED_PROBLEMS = 20
+# A class label is plain ASCII decimal digits (int() would also take '+1', '1_0', '1e3' is refused
+# but Arabic-Indic digits are not); a leading '-' parses only to say the label is out of range.
+_LABEL = re.compile(r"-?[0-9]+", re.ASCII)
+# Class indices above this are typos (or not labels): they would size arrays of that many classes and
+# overflow int64 beyond 19 digits.
+MAX_LABEL = 2**31 - 1
 
 IMAGES = "images"              # `path`, or `path,label` whose label is kept when it parses
 CLASSIFICATION = "classification"  # `path,label` with an integer label in [0, num_classes)
@@ -123,19 +130,34 @@ def _parse_image_line(text, line_number, base_dir):
         raw_path, raw_label = (part.strip() for part in text.rsplit(",", 1))
         labelled_path = _resolve(raw_path, base_dir)
         if os.path.isfile(labelled_path):
-            label = int(raw_label) if _is_int(raw_label) else None
+            label = _int(raw_label) if _is_int(raw_label) else None  # (negative: unlabelled, see pretrain)
+            if label is not None and abs(label) > MAX_LABEL:
+                return None, _too_large(raw_label)
             return ListEntry(path=labelled_path, label=label, line=line_number), None
     return None, f"image not found: {path}"
 
 
 def _parse_class_label(raw_label, num_classes):
     if not _is_int(raw_label):
-        return None, f"label {raw_label!r} is not an integer"
-    label = int(raw_label)
+        return None, f"label {raw_label!r} is not an integer (labels are class indices 0, 1, 2, ...)"
+    label = _int(raw_label)
     if label < 0 or (num_classes is not None and label >= num_classes):
         upper = f"{num_classes - 1}" if num_classes is not None else "..."
-        return None, f"label {label} is outside [0, {upper}] (--num_classes={num_classes})"
+        shown = raw_label if len(raw_label) <= 40 else raw_label[:20] + "..."
+        return None, f"label {shown} is outside [0, {upper}] (--num_classes={num_classes})"
+    if label > MAX_LABEL:
+        return None, _too_large(raw_label)
     return label, None
+
+
+def _int(text):
+    """int(text) of a `_LABEL`, without converting thousands of digits (Python refuses above 4300)."""
+    return int(text) if len(text) <= 20 else (MAX_LABEL + 1) * (-1 if text.startswith("-") else 1)
+
+
+def _too_large(raw_label):
+    raw_label = raw_label if len(raw_label) <= 40 else raw_label[:20] + "..."
+    return f"label {raw_label} is too large for a class index (at most {MAX_LABEL}; a typo?)"
 
 
 def _parse_labelmap_path(raw_label, base_dir):
@@ -153,11 +175,8 @@ def _resolve(path, base_dir):
 
 
 def _is_int(text):
-    try:
-        int(text)
-        return True
-    except ValueError:
-        return False
+    """Plain ASCII decimal digits, optionally after '-' (see `_LABEL`)."""
+    return _LABEL.fullmatch(text) is not None
 
 
 def _format_problems(list_path, flag_name, problems):

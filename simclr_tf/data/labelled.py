@@ -14,13 +14,14 @@ from simclr_tf.data.pipeline import AUTOTUNE, epoch_batches
 from simclr_tf.data.sources import load_tensors
 
 
-def train_dataset(source, labels, view_config, batch_size, seed, start_epoch=0):
+def train_dataset(source, labels, view_config, batch_size, seed, start_epoch=0, shard=None):
     """Infinite batches of (image, label) for fine-tuning, epoch-aligned from `start_epoch`.
 
     `source` is an image source (`sources`: yields (image, ok)) and `labels` its integer labels.
     Views are `augment.augment_view` with `view_config` (an augment.AugmentConfig, or a crop size
     for `augment.finetune_config`'s crop + flip defaults);
-    undecodable images are dropped (and logged by the source); full batches only.
+    undecodable images are dropped (and logged by the source); full batches only. `shard`: one
+    worker's share of every global batch (see `pipeline.epoch_batches`).
     """
     label_table = tf.constant(np.asarray(labels, np.int64))
     if not isinstance(view_config, augment.AugmentConfig):
@@ -31,7 +32,7 @@ def train_dataset(source, labels, view_config, batch_size, seed, start_epoch=0):
         image = tf.image.convert_image_dtype(image, tf.float32)
         return augment.augment_view(image, element_seed, view_config), tf.gather(label_table, index), ok
 
-    return epoch_batches(len(source), batch_size, seed, start_epoch, load)
+    return epoch_batches(len(source), batch_size, seed, start_epoch, load, shard=shard)
 
 
 def eval_dataset(source, crop_size, batch_size):

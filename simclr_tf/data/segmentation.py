@@ -112,13 +112,14 @@ def weight_table(class_weights):
     return tf.constant(table)
 
 
-def train_dataset(source, config, batch_size, seed, start_epoch=0, class_weights=None):
+def train_dataset(source, config, batch_size, seed, start_epoch=0, class_weights=None, shard=None):
     """Infinite batches of (image, label int32 [B, H, W]) or, with `class_weights`, (image, label,
     per-pixel weight [B, H, W]) for Keras' sample_weight; epoch-aligned from `start_epoch`, full
     batches only, undecodable pairs dropped (and logged by the source).
 
     `source` yields (image, label map, ok) (a `sources.LabelMapPairSource`, possibly cached or a
-    subset); `config` is an `augment.AugmentConfig` (cutout is refused with label maps)."""
+    subset); `config` is an `augment.AugmentConfig` (cutout is refused with label maps). `shard`: one
+    worker's share of every global batch (see `pipeline.epoch_batches`)."""
     table = weight_table(class_weights) if class_weights is not None else None
 
     def load(index, element_seed):
@@ -128,7 +129,7 @@ def train_dataset(source, config, batch_size, seed, start_epoch=0, class_weights
         label = tf.cast(label, tf.int32)
         return (image, label, ok) if table is None else (image, label, tf.gather(table, label), ok)
 
-    return epoch_batches(len(source), batch_size, seed, start_epoch, load)
+    return epoch_batches(len(source), batch_size, seed, start_epoch, load, shard=shard)
 
 
 def inference_dataset(source, crop_size, batch_size):

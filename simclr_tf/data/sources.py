@@ -149,6 +149,7 @@ class SubsetSource:
         self.size = source.size
         self.skip_log = source.skip_log
         self.signature = source.signature
+        self.max_pixels = getattr(source, "max_pixels", None)
 
     def __len__(self):
         return len(self.indices)
@@ -168,6 +169,7 @@ class CachedSource:
         self.size = source.size
         self.skip_log = source.skip_log
         self.signature = source.signature
+        self.max_pixels = getattr(source, "max_pixels", None)  # of the files it was decoded from (figures re-read them)
         self._items = [np.zeros((len(source), *shape), dtype) for dtype, shape in source.signature]
         for i in range(len(source)):
             for store, value in zip(self._items, source.load(i)):

@@ -8,8 +8,13 @@ import numpy as np  # noqa: E402
 from simclr_tf.io_utils import save_figure_atomic  # noqa: E402
 
 
+# Columns drawn as a dashed reference line in the panel of another (the value of a healthy run).
+REFERENCE_COLUMNS = {"z_std": "z_std_healthy", "uniformity": "uniformity_healthy"}
+
+
 def plot_training_curves(history, path, metrics=("loss", "contrastive_accuracy"), title=None):
-    """One panel per metric present in `history` (a list of per-epoch dicts with an 'epoch' key)."""
+    """One panel per metric present in `history` (a list of per-epoch dicts with an 'epoch' key);
+    the panels of z_std and uniformity also show their healthy value (`REFERENCE_COLUMNS`)."""
     present = [m for m in metrics if any(m in row for row in history)]
     if not history or not present:
         return
@@ -17,6 +22,11 @@ def plot_training_curves(history, path, metrics=("loss", "contrastive_accuracy")
     for ax, metric in zip(axes[0], present):
         rows = [row for row in history if metric in row]
         ax.plot([r["epoch"] for r in rows], [r[metric] for r in rows], marker="o", markersize=3)
+        reference = REFERENCE_COLUMNS.get(metric)
+        if reference and any(reference in r for r in rows):
+            ax.plot([r["epoch"] for r in rows], [r.get(reference) for r in rows], linestyle="--", color="grey",
+                    label="healthy (uniform on the sphere)")
+            ax.legend(fontsize=7)
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric.replace("_", " "))
         ax.grid(alpha=0.3)

@@ -81,11 +81,11 @@ def feature_strides(small_stem: bool) -> dict[str, int]:
     return strides
 
 
-_NAME_PATTERN = re.compile(r"^(resnet\d+)(?:_w(\d+))?$")
+_NAME_PATTERN = re.compile(r"^(resnet\d+)(?:_w(\d+))?(_dw)?$")
 
 
 def describe_encoder(encoder: keras.Model) -> dict | None:
-    """{"backbone", "width_multiplier", "small_stem"} of an encoder built by `build_resnet` (with its
+    """{"backbone", "width_multiplier", "depthwise", "small_stem"} of an encoder built by `build_resnet` (with its
     default name), read from the model itself; None for any other model.
 
     Lets a task check that flags naming an architecture agree with a loaded `encoder.keras`.
@@ -94,6 +94,7 @@ def describe_encoder(encoder: keras.Model) -> dict | None:
     if not match or match.group(1) not in BACKBONES:
         return None
     return {"backbone": match.group(1), "width_multiplier": int(match.group(2) or 1),
+            "depthwise": match.group(3) is not None,
             "small_stem": not any(layer.name == "stem_pool" for layer in encoder.layers)}
 
 
@@ -112,7 +113,7 @@ def _batch_norm(name: str, zero_gamma: bool = False, synchronized: bool = False)
     )
 
 
-def _conv(x, filters: int, kernel: int, stride: int, name: str):
+def _conv(x, filters: int, kernel: int, stride: int, name: str, depthwise: bool = False):
     """Convolution without bias; strided convolutions pad explicitly and symmetrically.
 
     With ``padding="same"`` and stride 2 on an even input, TensorFlow pads only the bottom/right, so
@@ -121,6 +122,13 @@ def _conv(x, filters: int, kernel: int, stride: int, name: str):
     code's ``fixed_padding``, torchvision's ``padding=k//2``) keeps them aligned and gives the same
     output size, ``ceil(size / stride)``.
     """
+    if depthwise:
+        if stride > 1:
+            x = layers.ZeroPadding2D(((kernel - 1) // 2, kernel // 2), name=f"{name}_pad")(x)
+        # Depthwise: one 3x3 filter per channel, no mixing across channels (the 1x1 convolutions
+        # around it do that), ~width x fewer weights than a full 3x3 convolution.
+        return layers.DepthwiseConv2D(kernel, strides=stride, padding="valid" if stride > 1 else "same",
+                                      use_bias=False, depthwise_initializer="he_normal", name=name)(x)
     if stride > 1 and kernel > 1:
         pad_total = kernel - 1
         pad_begin = pad_total // 2
@@ -148,7 +156,7 @@ def _shortcut(x, out_channels: int, stride: int, prefix: str, sync_bn: bool):
     return _batch_norm(f"{prefix}_proj_bn", synchronized=sync_bn)(s)
 
 
-def _basic_block(x, width: int, stride: int, prefix: str, out_name: str, sync_bn: bool):
+def _basic_block(x, width: int, stride: int, prefix: str, out_name: str, sync_bn: bool, depthwise: bool = False):
     shortcut = _shortcut(x, width, stride, prefix, sync_bn)
     y = _conv(x, width, 3, stride, name=f"{prefix}_conv1")
     y = _batch_norm(f"{prefix}_bn1", synchronized=sync_bn)(y)
@@ -161,14 +169,15 @@ def _basic_block(x, width: int, stride: int, prefix: str, out_name: str, sync_bn
     return layers.Activation("relu", name=out_name)(y)
 
 
-def _bottleneck_block(x, width: int, stride: int, prefix: str, out_name: str, sync_bn: bool):
+def _bottleneck_block(x, width: int, stride: int, prefix: str, out_name: str, sync_bn: bool,
+                      depthwise: bool = False):
     out_channels = width * _BOTTLENECK_EXPANSION
     shortcut = _shortcut(x, out_channels, stride, prefix, sync_bn)
     y = _conv(x, width, 1, 1, name=f"{prefix}_conv1")
     y = _batch_norm(f"{prefix}_bn1", synchronized=sync_bn)(y)
     y = layers.Activation("relu", name=f"{prefix}_relu1")(y)
     # Stride on the 3x3 convolution (ResNet "v1.5", as torchvision and the official SimCLR code).
-    y = _conv(y, width, 3, stride, name=f"{prefix}_conv2")
+    y = _conv(y, width, 3, stride, name=f"{prefix}_conv2", depthwise=depthwise)
     y = _batch_norm(f"{prefix}_bn2", synchronized=sync_bn)(y)
     y = layers.Activation("relu", name=f"{prefix}_relu2")(y)
     y = _conv(y, out_channels, 1, 1, name=f"{prefix}_conv3")
@@ -185,6 +194,7 @@ def build_resnet(
     input_shape: Sequence[int | None] = (None, None, 3),
     name: str | None = None,
     synchronized_bn: bool = False,
+    depthwise: bool = False,
 ) -> keras.Model:
     """Build a ResNet encoder mapping images to the representation h.
 
@@ -200,6 +210,8 @@ def build_resnet(
       name: the model name; defaults to ``backbone`` (with ``_w{width}`` when the width is not 1).
       synchronized_bn: use ``BatchNormalization(synchronized=True)`` so BN statistics are computed
         over the global batch under a multi-replica ``tf.distribute`` strategy.
+      depthwise: bottleneck backbones only: the 3x3 convolution of every bottleneck is depthwise
+        (one filter per channel), as in the "ResNet-50 x2 with depthwise bottlenecks" variant.
 
     Returns:
       A functional ``keras.Model`` whose output is h, shape ``(batch, feature_dim)``, with
@@ -207,7 +219,8 @@ def build_resnet(
       ``stem_out``, ``stage1_out`` ... ``stage4_out`` and ``h`` give the multi-scale features.
 
     Raises:
-      ValueError: for an unknown backbone or a non-positive width multiplier.
+      ValueError: for an unknown backbone, a non-positive width multiplier, or ``depthwise`` with a
+        basic-block backbone.
     """
     if backbone not in BACKBONES:
         raise ValueError(
@@ -218,9 +231,11 @@ def build_resnet(
     if small_stem is None:
         small_stem = small_stem_default(image_size)
     block_type, blocks_per_stage = BACKBONES[backbone]
+    if depthwise and block_type != "bottleneck":
+        raise ValueError(f"depthwise convolutions are for bottleneck blocks (resnet50 and deeper), not {backbone}")
     block_fn = _basic_block if block_type == "basic" else _bottleneck_block
     if name is None:
-        name = backbone if width_multiplier == 1 else f"{backbone}_w{width_multiplier}"
+        name = (backbone if width_multiplier == 1 else f"{backbone}_w{width_multiplier}") + ("_dw" if depthwise else "")
 
     def width(base: int) -> int:
         return max(1, int(round(base * width_multiplier)))
@@ -252,6 +267,7 @@ def build_resnet(
                 prefix,
                 out_name,
                 synchronized_bn,
+                depthwise,
             )
 
     # h is float32 even under a mixed-precision policy: it feeds the heads and the loss.

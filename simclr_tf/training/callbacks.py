@@ -1,15 +1,18 @@
 """Callbacks shared by every training task: epoch metrics, epoch statistics, NaN guard, resumable
 checkpoints."""
 import glob
+import hashlib
 import json
 import math
 import os
+import re
 import time
 
 import keras
 import numpy as np
 
-from simclr_tf.io_utils import atomic_path, write_json_atomic
+from simclr_tf.errors import UserError
+from simclr_tf.io_utils import atomic_path, fsync_file, write_json_atomic
 
 
 class NonFiniteLossError(RuntimeError):
@@ -94,7 +97,8 @@ class EpochStats(keras.callbacks.Callback):
 def format_epoch_summary(epoch, num_epochs, logs):
     """One line per epoch: every metric in logs plus speed, learning rate and skipped files."""
     skip = {"learning_rate", "images_per_second", "seconds", "skipped_files", "optimizer_steps"}
-    metrics = "  ".join(f"{k}={_fmt(v)}" for k, v in logs.items() if k not in skip)
+    # Reference values (a healthy run's) belong in history.csv and the figures, not in every line.
+    metrics = "  ".join(f"{k}={_fmt(v)}" for k, v in logs.items() if k not in skip and not k.endswith("_healthy"))
     line = (f"epoch {epoch}/{num_epochs}  {metrics}  lr={logs['learning_rate']:.4g}  "
             f"{logs['images_per_second']:.1f} img/s  {logs['seconds']:.1f}s")
     if logs.get("skipped_files"):
@@ -118,17 +122,26 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
                 "the last good checkpoint is kept. Try a lower --learning_rate or a longer warmup.")
 
 
+class DamagedCheckpointError(Exception):
+    """A checkpoint directory holds a checkpoint, but no usable one (`str` says which file and why)."""
+
+
 class ResumableCheckpoint(keras.callbacks.Callback):
     """Saves weights + optimizer state and the run's history at the end of every epoch.
 
-    The directory holds `epoch-NNNN.weights.h5` files and `state.json`; `state.json` is written
-    last and atomically, so it always names a complete weights file: a crash at any moment leaves
-    the previous epoch's checkpoint usable. `on_epoch_saved(state)` runs after each save (used to
-    rewrite history.csv and plots from the saved history, which therefore never disagree with
-    the checkpoint).
+    The directory holds `epoch-NNNN.weights.h5` files, `state.json` and `state.previous.json`. Each
+    epoch: the weights are written to a temporary file, flushed, re-opened and read back in full
+    (refused, keeping the previous checkpoint, when that fails), renamed into place; then the
+    state that was current becomes `state.previous.json` and the new `state.json` (epoch, weights
+    file with its size and SHA-256, fingerprint, history) is written atomically; only the weights of
+    these two states are kept. A crash at any moment, or a newest checkpoint damaged later, leaves
+    the previous epoch's checkpoint usable (`read_checkpoint_state` falls back to it).
+    `on_epoch_saved(state)` runs after each save (used to rewrite history.csv and plots from the saved
+    history, which therefore never disagree with the checkpoint).
     """
 
     STATE = "state.json"
+    PREVIOUS_STATE = "state.previous.json"
 
     def __init__(self, directory, fingerprint, history=None, on_epoch_saved=None):
         super().__init__()
@@ -136,6 +149,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self.fingerprint = fingerprint
         self.history = list(history or [])
         self.on_epoch_saved = on_epoch_saved
+        self._current = None  # the last state this callback wrote (known good)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
@@ -143,36 +157,148 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             return  # never checkpoint a diverged model
         os.makedirs(self.directory, exist_ok=True)
         weights_name = f"epoch-{epoch + 1:04d}.weights.h5"
-        with atomic_path(os.path.join(self.directory, weights_name), suffix=".weights.h5") as tmp:
-            self.model.save_weights(tmp)
-        self.history.append({"epoch": epoch + 1, **{k: float(v) for k, v in logs.items() if _is_number(v)}})
-        state = {"epoch": epoch + 1, "weights": weights_name, "fingerprint": self.fingerprint,
-                 "history": self.history}
-        write_json_atomic(os.path.join(self.directory, self.STATE), state)
-        _remove_other_weights(self.directory, keep=weights_name)
+        try:
+            state = self._save(epoch + 1, weights_name, logs)
+        except OSError as e:
+            raise UserError(f"could not write a complete checkpoint in {self.directory} ({e}; a full disk?). Training "
+                            "stopped; the previous epoch's checkpoint is kept: free some space and run the same "
+                            "command again to resume from it.") from None
         if self.on_epoch_saved is not None:
             self.on_epoch_saved(state)
 
+    def _save(self, epoch, weights_name, logs):
+        with atomic_path(os.path.join(self.directory, weights_name), suffix=".weights.h5") as tmp:
+            self.model.save_weights(tmp)
+            fsync_file(tmp)
+            problem = verify_weights_file(tmp, read_data=True)
+            if problem:
+                raise OSError(f"the weights written do not read back: {problem}")
+            digest, size = file_sha256(tmp), os.path.getsize(tmp)
+        previous = self._current if self._current is not None else _usable_state(self.directory, self.STATE)[0]
+        history = self.history + [{"epoch": epoch, **{k: float(v) for k, v in logs.items() if _is_number(v)}}]
+        state = {"epoch": epoch, "weights": weights_name, "weights_bytes": size, "weights_sha256": digest,
+                 "fingerprint": self.fingerprint, "history": history}
+        if previous is not None and previous.get("weights") != weights_name:
+            write_json_atomic(os.path.join(self.directory, self.PREVIOUS_STATE), previous)
+        write_json_atomic(os.path.join(self.directory, self.STATE), state)
+        self.history, self._current = history, state
+        kept_previous = _read_json(os.path.join(self.directory, self.PREVIOUS_STATE))
+        keep = {weights_name} | ({kept_previous.get("weights")} if isinstance(kept_previous, dict) else set())
+        _remove_other_weights(self.directory, keep=keep)
+        return state
 
-def read_checkpoint_state(directory):
-    """The saved state dict of a checkpoint directory, or None when there is none."""
-    path = os.path.join(directory, ResumableCheckpoint.STATE)
-    if not os.path.isfile(path):
+
+def read_checkpoint_state(directory, report=None):
+    """The saved state dict of a checkpoint directory, or None when it holds no checkpoint.
+
+    The state and the weights file it names are verified (size and SHA-256 when recorded, else the
+    file is read in full). When state.json or its weights are damaged, state.previous.json (the epoch
+    before) is used and `report(problem, state)` is called with what was wrong and the state used.
+    Raises DamagedCheckpointError, naming every damaged file, when the directory holds a checkpoint but
+    no usable one.
+    """
+    names = (ResumableCheckpoint.STATE, ResumableCheckpoint.PREVIOUS_STATE)
+    if not any(os.path.exists(os.path.join(directory, name)) for name in names):
         return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    problems = []
+    for name in names:
+        state, problem = _usable_state(directory, name)
+        if state is not None:
+            if problems and report is not None:
+                report(problems[0], state)
+            return state
+        if problem:
+            problems.append(problem)
+    raise DamagedCheckpointError("; ".join(problems))
 
 
 def restore_checkpoint(model, directory, state):
-    """Loads the weights and optimizer state named by `state` into a built, compiled model."""
+    """Loads the weights and optimizer state named by `state` into a built, compiled model.
+
+    Raises DamagedCheckpointError when the weights file cannot be read or does not fit the model.
+    """
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
-    model.load_weights(os.path.join(directory, state["weights"]))
+    path = os.path.join(directory, state["weights"])
+    try:
+        model.load_weights(path)
+    except Exception as e:  # noqa: BLE001  (h5py OSError, Keras ValueError: the file is at fault)
+        raise DamagedCheckpointError(f"{path} cannot be loaded into this model: {str(e).strip()[:300]}") from None
+
+
+_WEIGHTS_NAME = re.compile(r"epoch-[0-9]{4,}\.weights\.h5")
+
+
+def _usable_state(directory, name):
+    """(state, None) when `name` in `directory` is a complete state whose weights verify, else (None, the
+    problem) (None, None) when the file does not exist."""
+    path = os.path.join(directory, name)
+    if not os.path.exists(path):
+        return None, None
+    state = _read_json(path)
+    if state is _DAMAGED or not (isinstance(state, dict) and isinstance(state.get("epoch"), int)
+                                 and state["epoch"] >= 1 and isinstance(state.get("weights"), str)
+                                 and _WEIGHTS_NAME.fullmatch(state["weights"])
+                                 and isinstance(state.get("history"), list) and "fingerprint" in state):
+        return None, f"{path} is damaged (not a complete checkpoint state)"
+    weights = os.path.join(directory, state["weights"])
+    if not os.path.isfile(weights):
+        return None, f"{path} names {weights}, which is missing"
+    size, digest = state.get("weights_bytes"), state.get("weights_sha256")
+    if size is not None and os.path.getsize(weights) != size:
+        return None, f"{weights} is damaged ({os.path.getsize(weights)} bytes instead of {size}: truncated?)"
+    if digest is not None:
+        if file_sha256(weights) != digest:
+            return None, f"{weights} is damaged (its content changed since it was written)"
+    else:  # written by an earlier version: no size or hash recorded
+        problem = verify_weights_file(weights, read_data=True)
+        if problem:
+            return None, f"{weights} is damaged ({problem})"
+    return state, None
+
+
+_DAMAGED = object()
+
+
+def _read_json(path):
+    """The parsed JSON of `path`, None when missing, `_DAMAGED` when unreadable or not JSON."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return _DAMAGED
+
+
+def verify_weights_file(path, read_data=False):
+    """None when `path` is a complete HDF5 file (it opens and, with `read_data`, every dataset reads
+    back), else a short description of the problem."""
+    import h5py
+    try:
+        with h5py.File(path, "r") as f:
+            if read_data:
+                def read(_, obj):
+                    if isinstance(obj, h5py.Dataset):
+                        obj[()]
+                f.visititems(read)
+    except Exception as e:  # noqa: BLE001  (truncated files raise OSError; anything else is damage too)
+        return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    return None
+
+
+def file_sha256(path):
+    """Hex SHA-256 of a file's bytes (read in chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _remove_other_weights(directory, keep):
     for path in glob.glob(os.path.join(directory, "epoch-*.weights.h5")):
-        if os.path.basename(path) != keep:
+        if os.path.basename(path) not in keep:
             os.remove(path)
 
 

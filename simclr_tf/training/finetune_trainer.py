@@ -15,7 +15,7 @@ import keras
 import tensorflow as tf
 
 from simclr_tf.data.augment import IGNORE_LABEL
-from simclr_tf.training.replicas import global_mean_share, num_replicas
+from simclr_tf.training.replicas import BuiltBeforeFit, global_mean_share, num_replicas, replica_logs
 
 
 class ClassificationObjective:
@@ -71,7 +71,7 @@ class SegmentationObjective:
         metric.update_state(safe_labels, logits, sample_weight=labelled)
 
 
-class FineTuneTrainer(keras.Model):
+class FineTuneTrainer(BuiltBeforeFit, keras.Model):
     """Trains `model` (image -> logits) whose encoder is `encoder`, with `objective`'s loss and metric.
 
     `fit` takes batches of (images, targets) or (images, targets, sample_weight). Call
@@ -119,12 +119,13 @@ class FineTuneTrainer(keras.Model):
             logits = self(images, training=True)
             losses, weights = self.objective.losses_and_weights(targets, logits, sample_weight)
             share = global_mean_share(tf.reduce_sum(losses * weights), tf.reduce_sum(weights))
-        gradients = tape.gradient(share, self.trainable_variables)
+            scaled = self.optimizer.scale_loss(share)  # a LossScaleOptimizer under mixed_float16
+        gradients = tape.gradient(scaled, self.trainable_variables)
         head_gradients, encoder_gradients = self._split(gradients)
         head_variables, encoder_variables = self._split()
-        self.optimizer.apply_gradients(zip(head_gradients, head_variables))
+        self.optimizer.apply(head_gradients, head_variables)
         if self.encoder_optimizer is not None:
-            self.encoder_optimizer.apply_gradients(zip(encoder_gradients, encoder_variables))
+            self.encoder_optimizer.apply(encoder_gradients, encoder_variables)
         self.loss_tracker.update_state(share * num_replicas())
         self.objective.update_metric(self.task_metric, targets, logits)
-        return {m.name: m.result() for m in self.metrics}
+        return replica_logs(self.metrics)

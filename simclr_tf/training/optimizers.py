@@ -6,7 +6,7 @@ import keras
 
 from simclr_tf.training.lars import LARS
 
-OPTIMIZER_NAMES = ("lars", "sgd", "adam", "adamw")
+OPTIMIZER_NAMES = ("lars", "sgd", "adam", "adamw", "nadam")
 
 # Keras' decoupled weight decay matches variables by name; these are the names of BN gamma/beta
 # and of biases, which LARS also leaves undecayed (its rule is "rank <= 1").
@@ -21,8 +21,9 @@ def build_optimizer(name, learning_rate, weight_decay=0.0, momentum=0.9, nestero
     sgd:   `keras.optimizers.SGD` with `momentum` and `nesterov`.
     adam:  `keras.optimizers.Adam`.
     adamw: `keras.optimizers.AdamW`.
+    nadam: `keras.optimizers.Nadam` (Adam with Nesterov momentum; whole-network fine-tuning at 1e-4).
 
-    For sgd, adam and adamw, `weight_decay` is Keras' own DECOUPLED decay (w -= lr * wd * w each
+    For sgd, adam, adamw and nadam, `weight_decay` is Keras' own DECOUPLED decay (w -= lr * wd * w each
     step, outside the gradient and the momentum), not an L2 term in the loss; for plain SGD
     without momentum the two coincide. Adam with weight_decay > 0 therefore behaves like AdamW.
     BN gamma/beta and biases are excluded from it, as in LARS.
@@ -46,6 +47,8 @@ def build_optimizer(name, learning_rate, weight_decay=0.0, momentum=0.9, nestero
         opt = keras.optimizers.Adam(learning_rate=learning_rate, weight_decay=wd)
     elif key == "adamw":
         opt = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=wd or 0.0)
+    elif key == "nadam":
+        opt = keras.optimizers.Nadam(learning_rate=learning_rate, weight_decay=wd)
     else:
         raise ValueError(f"Unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZER_NAMES)}.")
     if wd:

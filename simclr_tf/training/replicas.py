@@ -26,3 +26,29 @@ def global_mean_share(weighted_sum, weight_sum):
     if context is not None and context.num_replicas_in_sync > 1:
         weight_sum = context.all_reduce(tf.distribute.ReduceOp.SUM, weight_sum)
     return tf.math.divide_no_nan(weighted_sum, weight_sum)
+
+
+def replica_logs(metrics):
+    """What a train_step returns: {name: result} of its metrics. Under MultiWorkerMirroredStrategy
+    Keras' fit averages the replicas' returns along their first axis (it expects batch-shaped
+    values), so there each scalar is returned with one axis of length 1."""
+    results = {m.name: m.result() for m in metrics}
+    if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+    return results
+
+
+class BuiltBeforeFit:
+    """Mixin for this project's `keras.Model` trainers, which are built (variables and optimizer
+    slots) before `fit`, so a checkpoint can be restored into them.
+
+    Keras' TensorFlow trainer peeks at the first batch in `fit` to build the model symbolically and,
+    under a strategy, averages that batch over the replicas. For a model already built the peek is
+    useless, and under MultiWorkerMirroredStrategy the average fails on batches that are tuples
+    (views, or images and labels). Skipping it when everything is built is all this does.
+    """
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if self.built and self.optimizer is not None and self.optimizer.built:
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)

@@ -88,6 +88,10 @@ with flag_group("decoding"):
     flags.DEFINE_integer("max_image_pixels", 89_478_485, "Largest image (width x height) decoded; bigger files are "
                          "skipped as undecodable (decompression bombs). The default is Pillow's limit.")
 
+with flag_group("write_list"):
+    flags.DEFINE_string("write_list", None, "When a list flag names a FOLDER of images: write the list it became to this "
+                        "file (README, 'Image folders'), so the run can be frozen and reproduced.")
+
 with flag_group("cifar10"):
     flags.DEFINE_boolean("cifar10", False, "Use CIFAR-10 instead of file lists (Keras' loader, or --cifar10_dir).")
     flags.DEFINE_string("cifar10_dir", None, "Local copy of CIFAR-10 (the python version: data_batch_1..5, test_batch).")
@@ -223,10 +227,13 @@ with flag_group("segmentation_loss"):
 with flag_group("probes"):
     flags.DEFINE_string("train_fractions", "1.0 0.2 0.05", "linear_eval: label fractions to probe, space separated.")
     flags.DEFINE_integer("repeats", 3, "linear_eval: subsets drawn per fraction (mean and standard deviation).")
+    flags.DEFINE_string("encoders", None, "linear_eval: comma-separated encoder .keras files or folders (a pretraining "
+                        "folder gives its snapshots and encoder.keras): h of each is probed, written as "
+                        "linear_eval_curve.json and a plot against pretraining epoch into --pretrain_save_path.")
 
 with flag_group("feature_layer"):
     flags.DEFINE_string("feature_layer", "h", "linear_eval/embed: 'h' (encoder output) or 'proj1', 'proj2', ... "
-                        "(output of projection-head layer k).")
+                        "(output of projection-head layer k); linear_eval also 'all' (h and every head layer).")
 
 # --- kNN monitor during pretraining -----------------------------------------------------------------
 with flag_group("export"):

@@ -12,9 +12,10 @@ from simclr_tf.errors import UserError
 from simclr_tf.evaluation.probes import projection_layer_count
 from simclr_tf.io_utils import write_json_atomic
 from simclr_tf.models.heads import build_projection_head
-from simclr_tf.models.resnet import build_resnet, describe_encoder, feature_dim
+from simclr_tf.models.resnet import describe_encoder, feature_dim
 
 from .console import say
+from .encoders import build_encoder
 from .flag_use import given
 
 ENCODER_FILE = "encoder.keras"
@@ -22,7 +23,7 @@ PROJECTION_HEAD_FILE = "projection_head.keras"
 MODEL_FILE = "model.keras"
 FINETUNE_INFO_FILE = "finetune.json"
 # Flags naming the architecture of an encoder; a loaded encoder.keras must agree with those given.
-_ARCHITECTURE_FLAGS = ("backbone", "width_multiplier", "small_stem")
+_ARCHITECTURE_FLAGS = ("backbone", "width_multiplier", "depthwise", "small_stem")
 
 
 def load_keras_file(path, flag_name, what="model"):
@@ -71,9 +72,9 @@ def load_pretrained_encoder(flag_values, crop_size):
         _check_architecture_flags(flag_values, encoder, path)
         say(f"Encoder: pretrained, loaded from {path}")
         return encoder, True
-    encoder = build_resnet(flag_values.backbone, width_multiplier=flag_values.width_multiplier,
-                           small_stem=flag_values.small_stem, image_size=crop_size)
-    say(f"Encoder: RANDOMLY INITIALISED {flag_values.backbone} (no {ENCODER_FILE} in --pretrain_save_path="
+    encoder = build_encoder(flag_values, crop_size)
+    start = "ImageNet-INITIALISED" if flag_values.backbone_weights not in (None, "", "none") else "RANDOMLY INITIALISED"
+    say(f"Encoder: {start} {encoder.name} (no {ENCODER_FILE} in --pretrain_save_path="
         f"{flag_values.pretrain_save_path}): this is the no-pretraining baseline")
     return encoder, False
 

@@ -27,7 +27,7 @@ from .image_files import image_source, skipped_line
 from .labelled_data import LabelledImages, checked_class_count, class_names_beside
 from .sizes import image_sizes
 
-FLAGS_READ = TaskFlags("embed", results=(), also_reads=(
+FLAGS_READ = TaskFlags("embed", results=(), also_reads=("write_list", 
     "randomness", "test_list", "image_size", "decoding", "classes", "pretrain_folder", "encoder", "projection_head", "batch",
     "feature_layer", "output_folder"))
 

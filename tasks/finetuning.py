@@ -16,7 +16,7 @@ from .optimizer_flags import FINETUNE_DEFAULTS, optimizer_from_flags
 # Groups of flags every fine-tuning task reads (results), beside its own.
 RESULT_GROUPS = ("randomness", "train_list", "val_list", "image_size", "decoding", "classes", "augment_crop_flip",
                  "encoder", "batch", "schedule", "finetune", "numerics")
-ALSO_READS = ("run_control", "pretrain_folder", "finetune_folder", "performance")
+ALSO_READS = ("run_control", "pretrain_folder", "finetune_folder", "performance", "write_list")
 
 
 def for_devices(encoder, devices):

@@ -2,7 +2,7 @@
 from . import artifacts, classifier_results, segmenter_results
 from .flag_use import TaskFlags
 
-FLAGS_READ = TaskFlags("predict", results=(), also_reads=("test_list", "decoding", "batch", "finetune_folder", "output_folder"))
+FLAGS_READ = TaskFlags("predict", results=(), also_reads=("write_list", "test_list", "decoding", "batch", "finetune_folder", "output_folder"))
 _PREDICT = {"classification": classifier_results.predict_saved, "segmentation": segmenter_results.predict_saved}
 
 

@@ -42,7 +42,7 @@ FLAGS_READ = TaskFlags(
              "augment_rotation", "augment_pretrain_only", "encoder", "unfreezing", "projection_head", "batch",
              "schedule", "contrastive_loss", "numerics", "guided_batches"),
     # The monitors only measure (a user may add a validation list when resuming a run).
-    also_reads=("run_control", "pretrain_folder", "performance", "val_list", "classes", "knn_monitor",
+    also_reads=("write_list", "run_control", "pretrain_folder", "performance", "val_list", "classes", "knn_monitor",
                 "diagnostics", "snapshots"))
 # Everything in --pretrain_save_path that belongs to one pretraining run, results derived from its
 # encoder included (linear_eval's), so starting over leaves nothing stale behind.
@@ -51,8 +51,8 @@ SNAPSHOT_DIR = "snapshots"
 # The official code's CIFAR-10 recipe: what --cifar10 changes in the defaults (flags given win).
 CIFAR10_RECIPE = {"small_stem": True, "blur": False, "strength": 0.5, "temperature": 0.5}
 RESULT_FILES = (artifacts.ENCODER_FILE, artifacts.PROJECTION_HEAD_FILE, "loss.png", "augmentations.png",
-                DIAGNOSTICS_FIGURE, SNAPSHOT_DIR, "linear_eval.json", "linear_eval.png", "linear_eval_curve.json",
-                "linear_eval_curve.png")
+                DIAGNOSTICS_FIGURE, SNAPSHOT_DIR, "linear_eval.json", "linear_eval.png", "linear_eval_layers.png",
+                "linear_eval_curve.json", "linear_eval_curve.png")
 
 
 def run(flag_values):

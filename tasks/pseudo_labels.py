@@ -33,7 +33,7 @@ from .flag_use import TaskFlags
 from .image_files import image_source
 from .sizes import image_sizes
 
-FLAGS_READ = TaskFlags("pseudo_labels", results=(), also_reads=(
+FLAGS_READ = TaskFlags("pseudo_labels", results=(), also_reads=("write_list", 
     "randomness", "train_list", "image_size", "decoding", "pretrain_folder", "batch", "schedule", "performance",
     "pseudo_labels", "output_folder"))
 LABELS_FILE = "pseudo_labels.txt"

@@ -242,6 +242,37 @@ def test_linear_eval_of_a_pretrained_and_a_random_encoder(pretrained, demo_data,
 
 
 @slow
+def test_linear_eval_of_every_layer_and_of_several_encoders(pretrained, demo_data, tmp_path):
+    run_folder = tmp_path / "pretrain"
+    shutil.copytree(pretrained[0], run_folder)
+    common_args = ["--task=linear_eval", *SMALL, "--train_fractions=1.0", f"--train_file_path={demo_data.train}",
+                   f"--val_file_path={demo_data.val}", f"--pretrain_save_path={run_folder}"]
+    result = run_main(*common_args, "--feature_layer=all")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.load(open(run_folder / "linear_eval.json"))
+    # The default head has 2 layers (paper v1); proj2 is z, of --proj_dim=32 units.
+    assert list(summary["by_layer"]) == ["h", "proj1", "proj2"]
+    assert summary["by_layer"]["h"]["feature_dim"] == 512 and summary["by_layer"]["proj2"]["feature_dim"] == 32
+    assert summary["results"] == summary["by_layer"]["h"]["results"]
+    assert os.path.isfile(run_folder / "linear_eval_layers.png")
+
+    # A folder gives its snapshots and its encoder.keras; the final encoder repeats the epoch-1 snapshot.
+    (run_folder / "snapshots").mkdir()
+    shutil.copy(run_folder / "encoder.keras", run_folder / "snapshots" / "encoder_epoch_0001.keras")
+    shutil.copy(run_folder / "encoder.keras", tmp_path / "other.keras")
+    curve = run_main(*common_args, f"--encoders={run_folder},{tmp_path / 'other.keras'}")
+    assert curve.returncode == 0, curve.stderr[-3000:]
+    points = json.load(open(run_folder / "linear_eval_curve.json"))["encoders"]
+    assert [(os.path.basename(p["encoder"]), p["epoch"]) for p in points] == [
+        ("encoder_epoch_0001.keras", 1), ("other.keras", None)]
+    assert points[0]["results"] == points[1]["results"]  # the same weights probed the same way
+    assert os.path.isfile(run_folder / "linear_eval_curve.png")
+
+    assert_user_error(run_main(*common_args, f"--encoders={tmp_path / 'none'}"), "--encoders")
+    assert_user_error(run_main(*common_args, f"--encoders={run_folder}", "--feature_layer=proj1"), "--encoders")
+
+
+@slow
 def test_embed_writes_embeddings_and_tsne(pretrained, demo_data, tmp_path):
     result = run_main("--task=embed", *SMALL, f"--test_file_path={demo_data.val}",
                       f"--pretrain_save_path={pretrained[0]}", f"--output_path={tmp_path}")

@@ -53,6 +53,29 @@ def plot_linear_eval(results, path, title):
     _save(fig, path)
 
 
+def plot_accuracy_curves(results_by_point, path, xlabel, title):
+    """Mean accuracy (error bars: std over repeats) of each label fraction against an ordered x axis.
+
+    `results_by_point` maps each x label (a layer, a pretraining epoch) to linear_eval.json's list of
+    {"fraction", "accuracy_mean", "accuracy_std"}, in plotting order.
+    """
+    labels = list(results_by_point)
+    fractions = [r["fraction"] for r in results_by_point[labels[0]]]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.8 * len(labels) + 2.5), 3.4))
+    for fraction in fractions:
+        rows = [next(r for r in results_by_point[label] if r["fraction"] == fraction) for label in labels]
+        ax.errorbar(range(len(labels)), [100 * r["accuracy_mean"] for r in rows],
+                    yerr=[100 * r["accuracy_std"] for r in rows], marker="o", capsize=3,
+                    label=f"{100 * fraction:g}% of the labels")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
 def plot_tsne_panels(points_by_name, labels, class_names, path):
     """Side-by-side scatter plots of 2-D points (e.g. {"h": ..., "z": ...}) coloured by class."""
     labels = np.asarray(labels)

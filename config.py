@@ -71,13 +71,17 @@ with flag_group("randomness"):
 
 # --- data -------------------------------------------------------------------------------------------
 with flag_group("train_list"):
-    flags.DEFINE_string("train_file_path", None, "Training list: one image per line, or 'path,label' / 'path,labelmap'.")
+    flags.DEFINE_string("train_file_path", None, "Training list: one image per line, or 'path,label' / "
+                        "'path,labelmap'; or a folder of images (labelled uses: one subfolder per class; README, "
+                        "'Your own images').")
 
 with flag_group("val_list"):
-    flags.DEFINE_string("val_file_path", None, "Validation list ('path,label' or 'path,labelmap').")
+    flags.DEFINE_string("val_file_path", None, "Validation list ('path,label' or 'path,labelmap'), or a folder of "
+                        "class folders.")
 
 with flag_group("test_list"):
-    flags.DEFINE_string("test_file_path", None, "Images to predict or embed (one per line, optionally 'path,label').")
+    flags.DEFINE_string("test_file_path", None, "Images to predict or embed: a list (one per line, optionally "
+                        "'path,label') or a folder (every image under it).")
 
 with flag_group("image_size"):
     flags.DEFINE_string("input_size", "32 32", "'H W' (or one number for square): images are resized to this when read.")
@@ -89,8 +93,9 @@ with flag_group("decoding"):
                          "skipped as undecodable (decompression bombs). The default is Pillow's limit.")
 
 with flag_group("write_list"):
-    flags.DEFINE_string("write_list", None, "When a list flag names a FOLDER of images: write the list it became to this "
-                        "file (README, 'Image folders'), so the run can be frozen and reproduced.")
+    flags.DEFINE_string("write_list", None, "Write the list each list flag became (a folder's images, or a list "
+                        "normalised) to this file (.val/.knn_train before the extension for the second lists), so "
+                        "the run can be frozen and reproduced (README, 'Your own images').")
 
 with flag_group("cifar10"):
     flags.DEFINE_boolean("cifar10", False, "Use CIFAR-10 instead of file lists (Keras' loader, or --cifar10_dir).")
@@ -191,12 +196,13 @@ with flag_group("batch"):
 with flag_group("schedule"):
     flags.DEFINE_integer("num_epochs", 100, "Training epochs.")
     flags.DEFINE_float("learning_rate", None, "Base learning rate, scaled by --lr_scaling (default: pretraining "
-                       "0.075 x sqrt(batch) for LARS/SGD, the paper's small-batch recipe; fine-tuning 0.1 x batch/256; "
-                       "Adam/AdamW 1e-3 unscaled).")
+                       "0.075 x sqrt(batch) for LARS/SGD, the paper's small-batch recipe; fine-tuning 0.1 x batch/256 for "
+                       "SGD/LARS; Adam/AdamW 1e-3 unscaled; README, 'Fine-tuning defaults').")
     flags.DEFINE_enum("lr_scaling", None, ("linear", "sqrt"), "Learning rate = base x batch/256 or base x sqrt(batch) "
-                      "(default: sqrt for pretraining, linear for fine-tuning).")
+                      "(default: sqrt for pretraining, linear for fine-tuning; Adam, AdamW and NAdam rates are used as "
+                      "given unless this is set).")
     flags.DEFINE_enum("optimizer", None, OPTIMIZERS, "Optimiser (default: lars for pretraining, Nesterov SGD for "
-                      "fine-tuning).")
+                      "classification fine-tuning, adam for segmentation).")
     flags.DEFINE_float("weight_decay", None, "Weight decay, never applied to BN parameters and biases (default: 1e-6 "
                        "pretraining, 0 fine-tuning).")
     flags.DEFINE_float("momentum", 0.9, "Momentum (LARS, SGD).")
@@ -264,8 +270,8 @@ with flag_group("diagnostics"):
     flags.DEFINE_integer("diagnostics_images", 256, "Training images the diagnostics are measured on.")
 
 with flag_group("knn_monitor"):
-    flags.DEFINE_string("knn_train_file_path", None, "Labelled 'path,label' list of kNN reference images (default: "
-                        "the labels found in --train_file_path).")
+    flags.DEFINE_string("knn_train_file_path", None, "Labelled 'path,label' list (or folder of class folders) of kNN "
+                        "reference images (default: the labels found in --train_file_path).")
     flags.DEFINE_integer("knn_every", 1, "Report weighted kNN accuracy on --val_file_path every N epochs (0: off).")
     flags.DEFINE_integer("knn_k", 20, "Neighbours of the kNN monitor.")
     flags.DEFINE_float("knn_temperature", 0.1, "Temperature of the kNN monitor's similarity weights.")

@@ -432,18 +432,22 @@ def readme_section(command, machine_text, settings_text, combos, date):
     return "\n".join(lines)
 
 
-def replace_section(text, section):
-    """`text` with what lies between the benchmark markers replaced by `section` (markers kept)."""
-    start, end = text.find(START_MARKER), text.find(END_MARKER)
-    if start < 0 or end < start or text.count(START_MARKER) != 1 or text.count(END_MARKER) != 1:
-        raise ValueError(f"the README must hold {START_MARKER} and then {END_MARKER}, once each")
-    return text[:start + len(START_MARKER)] + "\n" + section.rstrip("\n") + "\n" + text[end:]
+def replace_section(text, section, markers=(START_MARKER, END_MARKER)):
+    """`text` with what lies between the two `markers` (default: the benchmark's) replaced by `section`
+    (markers kept)."""
+    start_marker, end_marker = markers
+    start, end = text.find(start_marker), text.find(end_marker)
+    if start < 0 or end < start or text.count(start_marker) != 1 or text.count(end_marker) != 1:
+        raise ValueError(f"the README must hold {start_marker} and then {end_marker}, once each")
+    return text[:start + len(start_marker)] + "\n" + section.rstrip("\n") + "\n" + text[end:]
 
 
-def write_readme(path, section):
+def write_readme(path, section, markers=(START_MARKER, END_MARKER)):
+    """Rewrites the README at `path` with `section` between `markers`, atomically (benchmarks/recipe_sweep.py
+    writes its own section with its own markers)."""
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    new_text = replace_section(text, section)
+    new_text = replace_section(text, section, markers)
     temporary = path + ".tmp"
     with open(temporary, "w", encoding="utf-8") as f:
         f.write(new_text)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The demo: installs simclr-tf into .venv, generates the demo data set, pretrains a ResNet-18 with
 # SimCLR, probes it against a random-init encoder, fine-tunes a classifier and a segmentation
-# model, and writes the README's results table and figures (media/).
+# model, and writes its report (tables and figures) to $DEMO_OUT/report.md. It never edits the
+# checkout: maintainers refresh README.md and media/ with
+#   python scripts/demo_report.py --results logs/demo --update_readme
 # Environment knobs: DEMO_EPOCHS (pretraining epochs), DEMO_DIR (data), DEMO_OUT (results).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,9 +49,9 @@ echo "== 6/7 segmentation on 10% of the label maps: pretrained and random-init e
 for encoder in pretrain random_init; do
   $py main.py --task=segmentation "${common[@]}" --train_file_path="$data/train_seg.txt" \
     --val_file_path="$data/val_seg.txt" --num_classes=5 --train_fraction=0.1 --batch_size=16 --num_epochs=8 \
-    --optimizer=adam --crop_area_min=0.5 --strength=0.5 \
+    --crop_area_min=0.5 --strength=0.5 \
     --pretrain_save_path="$out/$encoder" --finetune_save_path="$out/segmentation_$encoder"
 done
 
-echo "== 7/7 report: README results section and media/"
-$py scripts/demo_report.py --results "$out" --media media --readme README.md
+echo "== 7/7 report: $out/report.md"
+$py scripts/demo_report.py --results "$out"

@@ -1,6 +1,10 @@
-"""Writes the demo's results into README.md and copies its figures to media/ (run by scripts/demo.sh).
+"""Writes the demo's report: report.md in the results folder (run by scripts/demo.sh), or README.md's results section.
 
-Every number in the README's results section comes from the files the demo run wrote.
+`python scripts/demo_report.py --results logs/demo` writes `logs/demo/report.md` (tables and figures,
+the images linked relative to it) and touches nothing else: a user's checkout stays as it was.
+`--update_readme` is the maintainers' step: it copies the figures to `--media` (media/) and rewrites
+the section between the `demo-results` markers of `--readme` (README.md) with the same text.
+Every number comes from the files the demo run wrote.
 """
 import argparse
 import csv
@@ -13,15 +17,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from flag_table import replace_section  # noqa: E402
 
-FIGURES = {  # results file -> media name
-    "pretrain/loss.png": "pretrain_loss.png",
-    "pretrain/augmentations.png": "augmentations.png",
-    "pretrain/linear_eval.png": "linear_eval_pretrained.png",
-    "random_init/linear_eval.png": "linear_eval_random_init.png",
-    "embed/tsne.png": "tsne.png",
-    "classification_pretrain/confusion_matrix.png": "confusion_matrix.png",
-    "segmentation_pretrain/predictions.png": "segmentation_predictions.png",
+FIGURES = {  # results file -> (media name, caption)
+    "pretrain/loss.png": ("pretrain_loss.png", "Pretraining loss and contrastive accuracy"),
+    "pretrain/augmentations.png": ("augmentations.png", "Augmented pairs"),
+    "pretrain/linear_eval.png": ("linear_eval_pretrained.png", "Linear evaluation, pretrained encoder"),
+    "random_init/linear_eval.png": ("linear_eval_random_init.png", "Linear evaluation, random-init encoder"),
+    "embed/tsne.png": ("tsne.png", "t-SNE of h and z (validation images)"),
+    "classification_pretrain/confusion_matrix.png": ("confusion_matrix.png", "Confusion matrix after fine-tuning"),
+    "segmentation_pretrain/predictions.png": ("segmentation_predictions.png", "Segmentation: true and predicted masks"),
 }
+REPORT_FILE = "report.md"
 
 
 def _json(path):
@@ -106,51 +111,87 @@ def _by_encoder(results, task, name):
     return found if all(found.values()) else {}
 
 
+def existing_figures(results):
+    """The FIGURES entries whose file the run wrote, in FIGURES order."""
+    return [source for source in FIGURES if os.path.isfile(os.path.join(results, source))]
+
+
 def copy_figures(results, media):
+    """Copies the run's figures into `media` under their media names; returns the links (media/NAME)."""
     os.makedirs(media, exist_ok=True)
-    copied = []
-    for source, name in FIGURES.items():
-        path = os.path.join(results, source)
-        if os.path.isfile(path):
-            shutil.copyfile(path, os.path.join(media, name))
-            copied.append(name)
-    return copied
+    links = []
+    for source in existing_figures(results):
+        name = FIGURES[source][0]
+        shutil.copyfile(os.path.join(results, source), os.path.join(media, name))
+        links.append((source, f"{media}/{name}"))
+    return links
 
 
-def figure_lines(copied, media):
-    captions = {"pretrain_loss.png": "Pretraining loss and contrastive accuracy",
-                "augmentations.png": "Augmented pairs",
-                "linear_eval_pretrained.png": "Linear evaluation, pretrained encoder",
-                "linear_eval_random_init.png": "Linear evaluation, random-init encoder",
-                "tsne.png": "t-SNE of h and z (validation images)",
-                "confusion_matrix.png": "Confusion matrix after fine-tuning",
-                "segmentation_predictions.png": "Segmentation: true and predicted masks"}
-    return [f"![{captions[name]}]({media}/{name})" for name in copied]
+def figure_lines(links):
+    """Markdown images of (results file, link) pairs."""
+    return [f"![{FIGURES[source][1]}]({link})" for source, link in links]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", default="logs/demo")
-    parser.add_argument("--media", default="media")
-    parser.add_argument("--readme", default="README.md")
-    args = parser.parse_args()
-    copied = copy_figures(args.results, args.media)
-    probe = _json(os.path.join(args.results, "pretrain", "linear_eval.json")) or {}
+def report_text(results, links):
+    """The report's Markdown (without a title): what README.md's results section holds."""
+    probe = _json(os.path.join(results, "pretrain", "linear_eval.json")) or {}
     sizes = (f"{probe['train_images']} training and {probe['val_images']} validation images of "
              f"{probe['num_classes']} shape classes" if probe else "shapes of four classes")
     body = [f"Made by `bash scripts/demo.sh` on this project's own demo data ({sizes}); the numbers below are "
             "read from the files that run wrote.", ""]
-    for part in (pretraining_lines(args.results), linear_eval_table(args.results), finetune_lines(args.results),
-                 figure_lines(copied, args.media)):
+    for part in (pretraining_lines(results), linear_eval_table(results), finetune_lines(results),
+                 figure_lines(links)):
         if part:
             body += part + [""]
-    with open(args.readme, encoding="utf-8") as f:
-        text = f.read()
-    temporary = args.readme + ".tmp"
+    return "\n".join(body).rstrip() + "\n"
+
+
+def _write_atomic(path, text):
+    """`text` into `path` through a temporary file and a rename (never half a file)."""
+    temporary = path + ".tmp"
     with open(temporary, "w", encoding="utf-8") as f:
-        f.write(replace_section(text, "demo-results", "\n".join(body).rstrip()))
-    os.replace(temporary, args.readme)
-    print("\n".join(body))
+        f.write(text)
+    os.replace(temporary, path)
+
+
+def write_report(results):
+    """report.md in `results`, its images linked relative to it (the run's own files); returns its path."""
+    text = report_text(results, [(source, source) for source in existing_figures(results)])
+    path = os.path.join(results, REPORT_FILE)
+    _write_atomic(path, "# simclr-tf demo results\n\n" + text)
+    return path
+
+
+def update_readme(results, media, readme):
+    """The maintainers' step: figures copied to `media`, README's demo-results section rewritten."""
+    text = report_text(results, copy_figures(results, media))
+    with open(readme, encoding="utf-8") as f:
+        current = f.read()
+    if "<!-- demo-results:start -->" not in current:
+        sys.exit(f"{readme} has no <!-- demo-results:start --> ... <!-- demo-results:end --> section")
+    _write_atomic(readme, replace_section(current, "demo-results", text.rstrip()))
+    return text
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default="logs/demo", help="the demo's output folder (DEMO_OUT)")
+    parser.add_argument("--update_readme", action="store_true",
+                        help="maintainers: copy the figures to --media and rewrite --readme's results section")
+    parser.add_argument("--media", default="media", help="with --update_readme: where the figures go")
+    parser.add_argument("--readme", default="README.md", help="with --update_readme: the README to rewrite")
+    args = parser.parse_args()
+    if not os.path.isdir(args.results):
+        sys.exit(f"--results={args.results}: no such folder (run bash scripts/demo.sh first)")
+    if args.update_readme:
+        print(update_readme(args.results, args.media, args.readme), end="")
+        print(f"Rewrote the demo-results section of {args.readme} and the figures in {args.media}/")
+        return
+    path = write_report(args.results)
+    with open(path, encoding="utf-8") as f:
+        print(f.read(), end="")
+    print(f"\nThe demo's report: {path} (README.md and media/ are left as they are; maintainers update them with "
+          f"python scripts/demo_report.py --results {args.results} --update_readme)")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import os
 import keras
 import numpy as np
 
-from simclr_tf.data import augment, filelist
+from simclr_tf.data import augment, filelist, image_folders, storage
 from simclr_tf.data.pipeline import pretrain_dataset, steps_per_epoch
 from simclr_tf.data.sources import ArrayImageSource, FileImageSource, check_an_image_decodes
 from simclr_tf.errors import UserError
@@ -40,12 +40,13 @@ def _as_vector_encoder(encoder):
 
 
 def _image_source(images, size):
-    """A source over a list file, a list of paths or a uint8 array [N, H, W, 3]."""
+    """A source over a list file, a folder of images (all of them, recursively), a list of paths or a
+    uint8 array [N, H, W, 3]."""
     if isinstance(images, np.ndarray):
         return ArrayImageSource(images, size)
     if isinstance(images, (str, os.PathLike)):
-        images = filelist.read_file_list(os.fspath(images), filelist.IMAGES, flag_name="images").paths
-    return FileImageSource([os.path.abspath(p) for p in images], size)
+        images = image_folders.read_list_or_folder(os.fspath(images), filelist.IMAGES, flag_name="images").paths
+    return FileImageSource([storage.resolve(os.fspath(p), os.getcwd()) for p in images], size)
 
 
 class SimCLR:
@@ -72,8 +73,9 @@ class SimCLR:
 
     def fit(self, images, *, epochs, batch_size=256, save_dir=None, seed=0, input_size=None, learning_rate=None,
             optimizer=None, verbose=True):
-        """Pretrains on `images` (a list file, a list of paths, or a uint8 array [N, H, W, 3], resized to
-        `input_size`, default the crop size, when read); returns the history (one dict per epoch).
+        """Pretrains on `images` (a list file, a folder of images, a list of paths, or a uint8 array
+        [N, H, W, 3], resized to `input_size`, default the crop size, when read); returns the history
+        (one dict per epoch).
 
         With `save_dir`, every epoch is checkpointed there (and the encoder and projection head are
         saved at the end as encoder.keras and projection_head.keras); calling `fit` again resumes.

@@ -22,6 +22,7 @@ from .caching import cache_if_requested
 from .console import say
 from .flag_use import TaskFlags
 from .labelled_data import LabelledImages, load_classification_data
+from .optimizer_flags import CLASSIFICATION_DEFAULTS, describe_optimizer
 from .sizes import image_sizes
 from .training_loop import train_with_checkpoints
 
@@ -56,7 +57,7 @@ def run(flag_values):
                                                              freeze=flag_values.freeze), devices)
         encoder = classifier.get_layer(encoder.name)
         trainer, peak_lr = finetuning.build_trainer(flag_values, classifier, encoder, ClassificationObjective(),
-                                                    crop_size, steps, devices)
+                                                    crop_size, steps, devices, CLASSIFICATION_DEFAULTS)
         plan.start()
         start_epoch = plan.resume(trainer)
     _describe_run(flag_values, train, data, steps, start_epoch, peak_lr)
@@ -90,7 +91,8 @@ def _describe_run(flag_values, train, data, steps, start_epoch, peak_lr):
     validation = f", validating on {len(data.val)} images" if data.val is not None else ", no validation list"
     say(f"Classification: {len(train)} training images{fraction}, {data.num_classes} classes{validation}; "
         f"{flag_values.head} head, {finetuning.training_mode(flag_values, 'head')}; batch {flag_values.batch_size}, "
-        f"{steps} steps/epoch, epochs {start_epoch + 1}-{flag_values.num_epochs}, peak lr {peak_lr:.4g}")
+        f"{steps} steps/epoch, epochs {start_epoch + 1}-{flag_values.num_epochs}; "
+        f"{describe_optimizer(flag_values, CLASSIFICATION_DEFAULTS, peak_lr)}")
 
 
 def _finetune_info(flag_values, data, encoder, pretrained, input_size, crop_size, num_train):

@@ -19,6 +19,7 @@ from .artifacts import load_finetuned_model
 from .console import say
 from .image_files import image_source, skipped_line
 from .labelled_data import cifar10_splits, read_labelled_list
+from .list_inputs import read_list
 
 METRICS_FILE = "metrics.json"
 CONFUSION_FILE = "confusion_matrix.png"
@@ -74,9 +75,12 @@ def evaluate_saved(flag_values, info):
     if flag_values.cifar10:
         _, data = cifar10_splits(flag_values, input_size)
     elif not flag_values.val_file_path:
-        raise UserError("--val_file_path is required for --task=evaluate (a 'path,label' list).")
+        raise UserError("--val_file_path is required for --task=evaluate (a 'path,label' list, or a folder of "
+                        "class folders).")
     else:
-        data = read_labelled_list(flag_values, flag_values.val_file_path, "--val_file_path", info["num_classes"], input_size)
+        data = read_labelled_list(flag_values, flag_values.val_file_path, "--val_file_path", info["num_classes"], input_size,
+                                  class_names=info.get("class_names") or default_class_names(info["num_classes"]),
+                                  reference="the classes of the model (finetune.json)")
     model = load_finetuned_model(flag_values.finetune_save_path)
     evaluate_model(model, data, info, flag_values.finetune_save_path, flag_values.batch_size)
 
@@ -84,7 +88,7 @@ def evaluate_saved(flag_values, info):
 def predict_saved(flag_values, info):
     """`--task=predict`: predictions.csv (path, prediction, confidence, prob_0 ... prob_{K-1}) under
     --output_path for every decodable image of --test_file_path; prediction is the class index."""
-    image_list = filelist.read_file_list(flag_values.test_file_path, filelist.IMAGES, flag_name="--test_file_path")
+    image_list = read_list(flag_values, "--test_file_path", filelist.IMAGES)
     check_writable_folder(flag_values.output_path, "--output_path")  # before inference, not after
     source = image_source(flag_values, image_list.paths, tuple(info["input_size"]))
     model = load_finetuned_model(flag_values.finetune_save_path)

@@ -24,7 +24,8 @@ from . import artifacts
 from .console import say
 from .flag_use import TaskFlags
 from .image_files import image_source, skipped_line
-from .labelled_data import LabelledImages, checked_class_count, class_names_beside
+from .labelled_data import LabelledImages, checked_class_count
+from .list_inputs import class_names_beside, read_list
 from .sizes import image_sizes
 
 FLAGS_READ = TaskFlags("embed", results=(), also_reads=("write_list", 
@@ -43,7 +44,7 @@ def run(flag_values):
         extra_depth = parse_feature_layer(flag_values.feature_layer)
     except ValueError as e:
         raise UserError(f"--feature_layer: {e}") from None
-    image_list = filelist.read_file_list(flag_values.test_file_path, filelist.IMAGES, flag_name="--test_file_path")
+    image_list = read_list(flag_values, "--test_file_path", filelist.IMAGES)
     labels = _labels(image_list, flag_values.num_classes)
     check_writable_folder(flag_values.output_path, "--output_path")  # before any inference, not after
     keras.utils.set_random_seed(flag_values.seed)

@@ -2,8 +2,8 @@
 from . import artifacts, classifier_results, segmenter_results
 from .flag_use import TaskFlags
 
-FLAGS_READ = TaskFlags("evaluate", results=(), also_reads=("val_list", "decoding", "cifar10", "classes", "batch",
-                                                           "finetune_folder"))
+FLAGS_READ = TaskFlags("evaluate", results=(), also_reads=("val_list", "write_list", "decoding", "cifar10", "classes",
+                                                           "batch", "finetune_folder"))
 _EVALUATE = {"classification": classifier_results.evaluate_saved, "segmentation": segmenter_results.evaluate_saved}
 
 

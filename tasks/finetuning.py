@@ -11,7 +11,7 @@ from simclr_tf.training.finetune_trainer import FineTuneTrainer
 
 from .artifacts import MODEL_FILE, write_finetune_info
 from .console import say
-from .optimizer_flags import FINETUNE_DEFAULTS, optimizer_from_flags
+from .optimizer_flags import optimizer_from_flags
 
 # Groups of flags every fine-tuning task reads (results), beside its own.
 RESULT_GROUPS = ("randomness", "train_list", "val_list", "image_size", "decoding", "classes", "augment_crop_flip",
@@ -27,13 +27,16 @@ def for_devices(encoder, devices):
     return rebuild(encoder, dtype_policy=devices.precision, synchronized_bn=devices.sync_bn)
 
 
-def build_trainer(flag_values, model, encoder, objective, crop_size, steps_per_epoch, devices):
+def build_trainer(flag_values, model, encoder, objective, crop_size, steps_per_epoch, devices, defaults):
     """(compiled FineTuneTrainer with built optimizers, peak learning rate of the head/decoder).
+
+    `defaults` is the task's optimiser recipe (`optimizer_flags.CLASSIFICATION_DEFAULTS` or
+    `SEGMENTATION_DEFAULTS`): what unset optimisation flags mean.
 
     With --encoder_lr_multiplier != 1 (and an encoder that trains) the encoder gets its own optimizer
     whose whole schedule is the head's times the multiplier.
     """
-    optimizer, peak_lr = optimizer_from_flags(flag_values, steps_per_epoch, FINETUNE_DEFAULTS)
+    optimizer, peak_lr = optimizer_from_flags(flag_values, steps_per_epoch, defaults)
     encoder_optimizer = None
     if not flag_values.freeze and flag_values.encoder_lr_multiplier != 1.0:
         if devices.precision == "mixed_float16":
@@ -41,7 +44,7 @@ def build_trainer(flag_values, model, encoder, objective, crop_size, steps_per_e
             # does not offer; bfloat16 needs no loss scaling at all.
             raise UserError("--encoder_lr_multiplier with --precision=mixed_float16 is not supported: use "
                             "--precision=mixed_bfloat16 (GPUs from Ampere on, TPUs) or --encoder_lr_multiplier=1.")
-        encoder_optimizer, _ = optimizer_from_flags(flag_values, steps_per_epoch, FINETUNE_DEFAULTS,
+        encoder_optimizer, _ = optimizer_from_flags(flag_values, steps_per_epoch, defaults,
                                                     lr_multiplier=flag_values.encoder_lr_multiplier, announce=False)
     trainer = FineTuneTrainer(model, encoder, objective, encoder_optimizer)
     trainer.compile(optimizer=optimizer, jit_compile=devices.jit_compile)

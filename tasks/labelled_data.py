@@ -1,7 +1,6 @@
 """Labelled images for the tasks that need labels (classification, linear_eval, embed, the kNN
-monitor, evaluate): `path,label` lists or CIFAR-10, and class names."""
+monitor, evaluate): `path,label` lists, folders of class folders or CIFAR-10, and class names."""
 import dataclasses
-import os
 
 import numpy as np
 
@@ -9,13 +8,12 @@ from simclr_tf.data import filelist
 from simclr_tf.data.cifar10 import load_cifar10
 from simclr_tf.data.sources import ArrayImageSource
 from simclr_tf.errors import UserError
-from simclr_tf.evaluation.metrics import default_class_names
 
 from .console import say, warn
 from .flag_use import given
 from .image_files import image_source
+from .list_inputs import class_names_beside, read_list
 
-CLASS_NAMES_FILE = "classes.txt"
 # Without --num_classes, labels define the class count (largest + 1), which sizes the head, class names
 # and the kNN vote. One typo (`img.png,1000000000000`) would make that 10^12: a count above
 # SPARSITY x the distinct labels + SLACK is refused instead, naming the line of the largest label.
@@ -34,6 +32,7 @@ class LabelledImages:
     labels: np.ndarray
     origin: str
     lines: object = None  # int64 [N]: line of each label in its list (None: not from a list, e.g. CIFAR-10)
+    class_names: list = None  # read from a folder of class folders: their names (label i = class_names[i])
 
     def __len__(self):
         return len(self.labels)
@@ -47,12 +46,16 @@ class ClassificationData:
     class_names: list
 
 
-def read_labelled_list(flag_values, list_path, flag_name, num_classes, input_size):
-    """A checked `path,label` list as LabelledImages (UserError naming the line and file otherwise)."""
-    image_list = filelist.read_file_list(list_path, filelist.CLASSIFICATION, num_classes=num_classes,
-                                         flag_name=flag_name)
+def read_labelled_list(flag_values, list_path, flag_name, num_classes, input_size, class_names=None, reference=None):
+    """A checked `path,label` list, or folder of class folders, as LabelledImages (UserError naming the
+    line and file otherwise). `class_names`: the classes a folder's class folders must be (`reference`:
+    whose they are, for the message); `list_path` is the value of the flag `flag_name`."""
+    image_list = read_list(flag_values, flag_name, filelist.CLASSIFICATION, num_classes=num_classes,
+                           class_names=class_names, reference=reference)
+    lines = None if image_list.folder else _lines(image_list)
     return LabelledImages(image_source(flag_values, image_list.paths, input_size),
-                          np.asarray(image_list.labels, np.int64), f"{flag_name}={list_path}", _lines(image_list))
+                          np.asarray(image_list.labels, np.int64), f"{flag_name}={list_path}", lines,
+                          image_list.class_names)
 
 
 def labels_in_image_list(image_list, source, flag_name):
@@ -110,24 +113,32 @@ def load_classification_data(flag_values, input_size, need_val=False):
 
     Every list is checked before anything is written. Without --num_classes the number of classes
     is the largest training label + 1 (said). Class names come from a `classes.txt` beside the
-    training list (one name per line, line order = label) when it names exactly that many classes.
+    training list (one name per line, line order = label) when it names exactly that many classes; a
+    training folder of class folders gives the classes' number and names, and a validation folder's
+    class folders must have the same names.
     """
     if flag_values.cifar10:
         return cifar10_data(flag_values, input_size)
     num_classes = flag_values.num_classes
     train = read_labelled_list(flag_values, flag_values.train_file_path, "--train_file_path", num_classes, input_size)
-    if num_classes is None:
-        num_classes = checked_class_count([train])
-        if num_classes < 2:
-            raise UserError(f"--train_file_path={flag_values.train_file_path}: every label is 0; a classifier needs "
-                            "at least 2 classes (set --num_classes).")
-        say(f"--num_classes not given: using {num_classes} (largest label in --train_file_path + 1)")
+    if train.class_names:
+        num_classes, names = len(train.class_names), train.class_names
+    else:
+        if num_classes is None:
+            num_classes = checked_class_count([train])
+            if num_classes < 2:
+                raise UserError(f"--train_file_path={flag_values.train_file_path}: every label is 0; a classifier "
+                                "needs at least 2 classes (set --num_classes).")
+            say(f"--num_classes not given: using {num_classes} (largest label in --train_file_path + 1)")
+        names = class_names_beside(flag_values.train_file_path, num_classes)
     val = None
     if flag_values.val_file_path:
-        val = read_labelled_list(flag_values, flag_values.val_file_path, "--val_file_path", num_classes, input_size)
+        val = read_labelled_list(flag_values, flag_values.val_file_path, "--val_file_path", num_classes, input_size,
+                                 class_names=names, reference="the classes of --train_file_path")
     elif need_val:
-        raise UserError(f"--val_file_path is required for --task={flag_values.task} (a 'path,label' list).")
-    return ClassificationData(train, val, num_classes, class_names_beside(flag_values.train_file_path, num_classes))
+        raise UserError(f"--val_file_path is required for --task={flag_values.task} (a 'path,label' list, or a "
+                        "folder of class folders).")
+    return ClassificationData(train, val, num_classes, names)
 
 
 def warn_lists_ignored_with_cifar10(flag_values):
@@ -152,16 +163,3 @@ def cifar10_data(flag_values, input_size):
     train, test = cifar10_splits(flag_values, input_size)
     say(f"Data: CIFAR-10, {len(train)} training images; validation on its {len(test)} test images")
     return ClassificationData(train, test, 10, list(CIFAR10_CLASSES))
-
-
-def class_names_beside(list_path, num_classes):
-    """Names from classes.txt in the list's folder when it has exactly `num_classes` lines, else '0', '1', ..."""
-    path = os.path.join(os.path.dirname(os.path.abspath(list_path or ".")), CLASS_NAMES_FILE)
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8-sig") as f:
-            names = [line.strip() for line in f if line.strip()]
-        if len(names) == num_classes and len(set(names)) == num_classes:
-            say(f"Class names from {path}: {', '.join(names)}")
-            return names
-        say(f"Ignoring {path}: it names {len(names)} classes, not {num_classes} distinct ones")
-    return default_class_names(num_classes)

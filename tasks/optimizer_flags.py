@@ -4,7 +4,8 @@
 import dataclasses
 
 from simclr_tf.training import recipes
-from simclr_tf.training.recipes import FINETUNE_DEFAULTS, PRETRAIN_DEFAULTS  # noqa: F401  (the tasks' recipes)
+# The tasks' recipes (what unset optimisation flags mean), imported by the tasks from here.
+from simclr_tf.training.recipes import CLASSIFICATION_DEFAULTS, PRETRAIN_DEFAULTS, SEGMENTATION_DEFAULTS  # noqa: F401
 
 from .console import say, warn
 
@@ -18,6 +19,19 @@ def schedule_settings(flag_values):
 def peak_learning_rate(flag_values, defaults):
     """The schedule's peak for these flags (see `recipes.peak_learning_rate`)."""
     return recipes.peak_learning_rate(schedule_settings(flag_values), defaults)
+
+
+def describe_optimizer(flag_values, defaults, peak_lr):
+    """The optimiser and peak learning rate in words for a run's first lines, saying which came from the
+    recipe's defaults, e.g. "optimizer adam (the segmentation default), peak lr 0.001 (default 0.001,
+    unscaled)"."""
+    name, base_lr, scaling = recipes.learning_rate_rule(schedule_settings(flag_values), defaults)
+    nesterov = " with Nesterov momentum" if defaults.nesterov and name == "sgd" else ""
+    chosen = "--optimizer" if flag_values.optimizer else f"the {defaults.recipe or 'recipe'} default"
+    base = "--learning_rate" if flag_values.learning_rate is not None else "default"
+    rule = {None: f"{base} {base_lr:g}, unscaled", "linear": f"{base} {base_lr:g} x {flag_values.batch_size}/256",
+            "sqrt": f"{base} {base_lr:g} x sqrt({flag_values.batch_size})"}[scaling]
+    return f"optimizer {name}{nesterov} ({chosen}), peak lr {peak_lr:.4g} ({rule})"
 
 
 def warmup_steps(flag_values, steps_per_epoch, defaults, announce=True):

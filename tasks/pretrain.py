@@ -32,6 +32,7 @@ from .encoders import build_encoder
 from .flag_use import TaskFlags, given
 from .image_files import image_source
 from .labelled_data import checked_class_count, cifar10_splits, labels_in_image_list, read_labelled_list
+from .list_inputs import read_list
 from .optimizer_flags import PRETRAIN_DEFAULTS, optimizer_from_flags, warmup_steps
 from .sizes import image_sizes
 from .training_loop import train_with_checkpoints
@@ -167,7 +168,10 @@ def _pseudo_labels(flag_values, source):
                         f"({len(problems)} line(s) at fault, {len(missing)} training image(s) missing):\n  "
                         + "\n  ".join(shown))
     clusters = np.asarray([cluster_of[p] for p in source.paths], np.int64)
-    say(f"Guided batches (G-SimCLR): {len(np.unique(clusters))} pseudo-label clusters from {path}")
+    num_clusters, batch = len(np.unique(clusters)), flag_values.batch_size
+    spread = ("no batch holds two images of one cluster" if batch <= num_clusters else
+              f"--batch_size={batch} > {num_clusters} clusters: clusters spread as evenly as possible over each batch")
+    say(f"Guided batches (G-SimCLR): {num_clusters} pseudo-label clusters from {path}; {spread}")
     return clusters, artifacts.file_sha256(path)
 
 
@@ -177,8 +181,7 @@ def _image_source(flag_values, input_size):
     if flag_values.cifar10:
         train, test = cifar10_splits(flag_values, input_size)
         return train.source, train, test
-    image_list = filelist.read_file_list(flag_values.train_file_path, filelist.IMAGES,
-                                         flag_name="--train_file_path")
+    image_list = read_list(flag_values, "--train_file_path", filelist.IMAGES)
     source = image_source(flag_values, image_list.paths, input_size)
     return source, labels_in_image_list(image_list, source, "--train_file_path"), None
 
@@ -289,10 +292,12 @@ def knn_monitor_inputs(flag_values, input_size, train_labelled=None, test_split=
     reference = None
     if flag_values.knn_train_file_path and not flag_values.cifar10:
         reference = read_labelled_list(flag_values, flag_values.knn_train_file_path, "--knn_train_file_path",
-                                       flag_values.num_classes, input_size)
+                                       flag_values.num_classes, input_size, class_names=validation.class_names,
+                                       reference="the class folders of --val_file_path")
         train_labelled = reference
     elif train_labelled is None:
-        say(f"{off} (the lines of --train_file_path carry no labels; give a labelled --knn_train_file_path)")
+        say(f"{off} (the lines of --train_file_path carry no labels; give a labelled --knn_train_file_path, e.g. "
+            "the training folder itself when it holds one subfolder per class)")
         return None
     num_classes = checked_class_count([train_labelled, validation], flag_values.num_classes)
     return KnnInputs(reference, np.asarray(train_labelled.labels, np.int64), validation, num_classes)

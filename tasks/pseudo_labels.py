@@ -31,6 +31,7 @@ from .caching import cache_if_requested
 from .console import progress_verbosity, say
 from .flag_use import TaskFlags
 from .image_files import image_source
+from .list_inputs import read_list
 from .sizes import image_sizes
 
 FLAGS_READ = TaskFlags("pseudo_labels", results=(), also_reads=("write_list", 
@@ -46,7 +47,7 @@ AUTOENCODER_LEARNING_RATE = 1e-3
 
 def run(flag_values):
     input_size, crop_size = image_sizes(flag_values)
-    image_list = filelist.read_file_list(flag_values.train_file_path, filelist.IMAGES, flag_name="--train_file_path")
+    image_list = read_list(flag_values, "--train_file_path", filelist.IMAGES)
     if flag_values.num_clusters > len(image_list):
         raise UserError(f"--num_clusters={flag_values.num_clusters} is more than the {len(image_list)} images of "
                         f"--train_file_path={flag_values.train_file_path}.")

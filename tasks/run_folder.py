@@ -2,8 +2,9 @@
 
 A run folder (--pretrain_save_path, --finetune_save_path) holds one run's results and checkpoints.
 Its configuration's FINGERPRINT is the values of the flags that define the task's results
-(`TaskFlags.results`), plus what a task adds (the encoder file's content hash for fine-tuning). Paths
-that only say where outputs go are not in it, so a folder can be moved or copied and still resumes.
+(`TaskFlags.results`), the content digests of the lists or image folders they name, plus what a task
+adds (the encoder file's content hash for fine-tuning). Paths that only say where outputs go are not
+in it, so a folder can be moved or copied and still resumes.
 
 Running again in a folder:
 * same fingerprint, --resume (default): resume from the last completed epoch;
@@ -34,7 +35,7 @@ from simclr_tf.errors import UserError
 from simclr_tf.io_utils import check_writable_folder, write_text_atomic
 from simclr_tf.training import callbacks as cb
 
-from . import config, locking
+from . import config, list_inputs, locking
 from .console import say, warn
 
 CHECKPOINT_DIR = "checkpoints"
@@ -44,8 +45,11 @@ RUN_OUTPUTS = (CHECKPOINT_DIR, "tensorboard", "history.csv", "skipped_files.txt"
 
 
 def fingerprint(flag_values, task_flags, extra=None):
-    """{flag: value} of the flags that define the task's results, plus `extra` (non-flag facts)."""
+    """{flag: value} of the flags that define the task's results, the content digests of the lists (or
+    image folders) those flags name (`list_inputs`: an image added to a folder is a new configuration,
+    like an edited list), plus `extra` (non-flag facts)."""
     values = {name: flag_values[name].value for name in task_flags.result_flags}
+    values.update(list_inputs.content_fingerprint(flag_values, task_flags.result_flags))
     values.update(extra or {})
     return dict(sorted(values.items()))
 

@@ -22,6 +22,8 @@ from .caching import cache_if_requested
 from .console import say
 from .flag_use import TaskFlags
 from .image_files import label_map_pair_source
+from .list_inputs import class_names_beside, read_list
+from .optimizer_flags import SEGMENTATION_DEFAULTS, describe_optimizer
 from .sizes import image_sizes
 from .training_loop import train_with_checkpoints
 
@@ -58,11 +60,14 @@ def run(flag_values):
         model = finetuning.for_devices(build_segmentation_model(encoder, num_classes, freeze=flag_values.freeze),
                                        devices)
         trainer, peak_lr = finetuning.build_trainer(flag_values, model, model.get_layer("encoder"),
-                                                    SegmentationObjective(), crop_size, steps, devices)
+                                                    SegmentationObjective(), crop_size, steps, devices,
+                                                    SEGMENTATION_DEFAULTS)
         plan.start()
         start_epoch = plan.resume(trainer)
     _describe_run(flag_values, len(subset), len(train_list), val_list, num_classes, encoder, steps, start_epoch,
                   peak_lr)
+    # After the encoder's line: the first lines say whether it is pretrained (the contract).
+    class_names = class_names_beside(flag_values.train_file_path, num_classes, background_implied=True)
 
     train_source = cache_if_requested(flag_values, train_source, "training image and label-map")
     validation = (segmenter_results.Validation(model, val_list, num_classes, input_size, crop_size, flag_values)
@@ -80,13 +85,15 @@ def run(flag_values):
         return  # a non-chief worker: the chief writes the results
     info = _finetune_info(flag_values, num_classes, encoder, pretrained, input_size, crop_size, len(subset),
                           class_weights)
+    info["class_names"] = class_names
     finetuning.save_finetuned(save_path, model, info, "image -> per-pixel logits")
     if validation is not None:
         # The last epoch's validation already evaluated the final model (unless the run had nothing
         # left to train, e.g. a finished run started again).
         trained_now = start_epoch < flag_values.num_epochs and validation.last is not None
         metrics, examples = validation.last if trained_now else validation.run()
-        segmenter_results.write_evaluation(metrics, examples, val_list, validation.source, num_classes, save_path)
+        segmenter_results.write_evaluation(metrics, examples, val_list, validation.source, num_classes, save_path,
+                                           class_names)
 
 
 def _required_num_classes(flag_values):
@@ -121,12 +128,10 @@ def _read_lists(flag_values):
     if flag_values.cifar10:
         raise UserError("--cifar10 has no label maps; --task=segmentation needs --train_file_path with "
                         "'path,labelmap' lines.")
-    train_list = filelist.read_file_list(flag_values.train_file_path, filelist.SEGMENTATION,
-                                         flag_name="--train_file_path")
+    train_list = read_list(flag_values, "--train_file_path", filelist.SEGMENTATION)
     val_list = None
     if flag_values.val_file_path:
-        val_list = filelist.read_file_list(flag_values.val_file_path, filelist.SEGMENTATION,
-                                           flag_name="--val_file_path")
+        val_list = read_list(flag_values, "--val_file_path", filelist.SEGMENTATION)
     return train_list, val_list
 
 
@@ -147,7 +152,7 @@ def _describe_run(flag_values, num_train, num_listed, val_list, num_classes, enc
     say(f"Segmentation: {num_train} training images{fraction}, {num_classes} classes{validation}; "
         f"U-Net decoder on {encoder.name}, {finetuning.training_mode(flag_values, 'decoder')}; batch "
         f"{flag_values.batch_size}, {steps} steps/epoch, epochs {start_epoch + 1}-{flag_values.num_epochs}, "
-        f"peak lr {peak_lr:.4g}")
+        f"{describe_optimizer(flag_values, SEGMENTATION_DEFAULTS, peak_lr)}")
 
 
 def _finetune_info(flag_values, num_classes, encoder, pretrained, input_size, crop_size, num_train, class_weights):

@@ -19,6 +19,7 @@ from .artifacts import load_finetuned_model
 from .caching import cache_if_requested
 from .console import say
 from .image_files import image_source, skipped_line
+from .list_inputs import read_list
 from .training_loop import write_skipped_files
 
 METRICS_FILE = "metrics.json"
@@ -55,8 +56,9 @@ class Validation:
         return {f"val_{key}": metrics[key] for key in METRIC_KEYS if metrics[key] is not None}
 
 
-def write_evaluation(metrics, examples, val_list, source, num_classes, save_path):
-    """metrics.json, predictions.png and the printed per-class IoU table."""
+def write_evaluation(metrics, examples, val_list, source, num_classes, save_path, class_names=None):
+    """metrics.json, predictions.png (its legend naming the classes by `class_names` when given) and the
+    printed per-class IoU table."""
     write_json_atomic(os.path.join(save_path, METRICS_FILE), metrics)
     images, truths, predictions = [], [], []
     max_pixels = getattr(source, "max_pixels", None)
@@ -72,7 +74,7 @@ def write_evaluation(metrics, examples, val_list, source, num_classes, save_path
         truths.append(resize_label_map(truth, size))
         predictions.append(resize_label_map(np.asarray(predicted, np.uint8), size))
     plot_segmentation_predictions(images, truths, predictions, os.path.join(save_path, PREDICTIONS_FIGURE),
-                                  num_classes)
+                                  num_classes, class_names=class_names)
     _report_skipped(source)
     say(f"Evaluation on {val_list.list_path}:\n{format_metrics(metrics)}")
     say(f"Wrote {METRICS_FILE} and {PREDICTIONS_FIGURE} to {save_path}")
@@ -96,20 +98,21 @@ def evaluate_saved(flag_values, info):
     if not flag_values.val_file_path:
         raise UserError("--val_file_path is required for --task=evaluate (a 'path,labelmap' list).")
     check_writable_folder(flag_values.finetune_save_path, "--finetune_save_path")  # metrics.json goes there
-    val_list = filelist.read_file_list(flag_values.val_file_path, filelist.SEGMENTATION, flag_name="--val_file_path")
+    val_list = read_list(flag_values, "--val_file_path", filelist.SEGMENTATION)
     seg.check_label_maps(val_list, num_classes, "--val_file_path", max_pixels=flag_values.max_image_pixels)
     model = load_finetuned_model(flag_values.finetune_save_path)
     source = image_source(flag_values, val_list.paths, tuple(info["input_size"]), keep_original_size=True)
     metrics, examples = evaluate_model(model, source, val_list.labels, num_classes, tuple(info["crop_size"]),
                                        flag_values.batch_size, keep=FIGURE_EXAMPLES)
-    write_evaluation(metrics, examples, val_list, source, num_classes, flag_values.finetune_save_path)
+    write_evaluation(metrics, examples, val_list, source, num_classes, flag_values.finetune_save_path,
+                     info.get("class_names"))
 
 
 def predict_saved(flag_values, info):
     """`--task=predict`: one palette PNG label map per decodable image of --test_file_path, at the image's
     original size, under --output_path, named after the image (see `label_map_file_names`), plus
     predictions.txt ('image,labelmap' lines, itself a segmentation list)."""
-    image_list = filelist.read_file_list(flag_values.test_file_path, filelist.IMAGES, flag_name="--test_file_path")
+    image_list = read_list(flag_values, "--test_file_path", filelist.IMAGES)
     names = label_map_file_names(image_list.paths)
     output_path = flag_values.output_path
     check_writable_folder(output_path, "--output_path")  # before inference, not after

@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny demo data set built once per session, and helpers to run main.py."""
+import contextlib
 import os
 import pickle
 import subprocess
@@ -44,3 +45,16 @@ def write_fake_cifar10(folder, per_batch=6):
                  b"labels": [int(v) for v in rng.integers(0, 10, per_batch)]}
         with open(os.path.join(folder, name), "wb") as f:
             pickle.dump(batch, f)
+
+
+@contextlib.contextmanager
+def parsed(argv):
+    """The global absl FLAGS parsed from `argv` (after main.py) for the duration of the block."""
+    from absl import flags
+    import config  # noqa: F401 (defines the flags)
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["main.py", *argv])
+    try:
+        yield flags.FLAGS
+    finally:
+        flags.FLAGS.unparse_flags()

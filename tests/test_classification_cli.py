@@ -58,8 +58,8 @@ def test_encoder_lr_multiplier_scales_the_encoder_step_only(optimizer_class):
 def test_optimizer_from_flags_scales_the_whole_schedule():
     flags = types.SimpleNamespace(optimizer=None, learning_rate=None, lr_scaling=None, batch_size=64, num_epochs=4,
                                   warmup_epochs=1, warmup_steps=None, weight_decay=None, momentum=0.9)
-    head, head_peak = optimizer_flags.optimizer_from_flags(flags, 10, optimizer_flags.FINETUNE_DEFAULTS)
-    encoder, encoder_peak = optimizer_flags.optimizer_from_flags(flags, 10, optimizer_flags.FINETUNE_DEFAULTS,
+    head, head_peak = optimizer_flags.optimizer_from_flags(flags, 10, optimizer_flags.CLASSIFICATION_DEFAULTS)
+    encoder, encoder_peak = optimizer_flags.optimizer_from_flags(flags, 10, optimizer_flags.CLASSIFICATION_DEFAULTS,
                                                                  lr_multiplier=0.1)
     assert encoder_peak == pytest.approx(0.1 * head_peak)
     for step in (0, 5, 10, 25):

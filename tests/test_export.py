@@ -451,6 +451,31 @@ def test_the_export_loads_and_runs_without_simclr_tf(exports):
         assert outputs[kind]["corrupt"] == "InvalidArgumentError"
 
 
+def _readme_client():
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
+    block = readme.split("<!-- export-client:start -->")[1].split("<!-- export-client:end -->")[0]
+    return block.split("```python")[1].split("```")[0]
+
+
+def test_the_readme_client_prints_the_exported_classes(exports, tmp_path):
+    # The README's client, run as written (in a folder holding export/saved_model) by an
+    # interpreter that cannot import simclr_tf.
+    (tmp_path / "export").mkdir()
+    os.symlink(exports.folder / "classification" / "1", tmp_path / "export" / "saved_model")
+    files = sorted(str(p) for p in exports.folder.glob("image_*.png"))
+    refuse = LOADER.split("import os, time")[0]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1")
+    result = subprocess.run([sys.executable, "-c", refuse + _readme_client(), *files], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = [line.split() for line in result.stdout.strip().splitlines()]
+    expected = exports.outputs["classification"]["png"]
+    assert [row[0] for row in printed] == files
+    assert [row[1] for row in printed] == expected["class_name"]
+    assert [float(row[2]) for row in printed] == pytest.approx(
+        [max(p) for p in expected["probabilities"]], abs=1e-3)
+
+
 @pytest.mark.parametrize("kind", list(SIZES))
 def test_predict_images_reproduces_the_keras_model(exports, models, kind):
     images = exports.prepared[kind]

@@ -13,7 +13,7 @@ import pytest
 from absl import flags
 
 import config
-from conftest import REPO
+from conftest import REPO, parsed
 from tasks import classification, embed, evaluate, linear_eval, predict, pretrain, run_folder, segmentation
 from tasks.flag_use import unused_given_flags, warn_unused
 
@@ -25,17 +25,6 @@ TASKS = {"pretrain": pretrain, "classification": classification, "segmentation":
 DROPPED = {"pretrain": {"pretrain_save_path", "jit_compile"},
            "classification": {"pretrain_save_path", "finetune_save_path", "jit_compile"},
            "segmentation": {"pretrain_save_path", "finetune_save_path", "jit_compile", "cifar10"}}
-
-
-@contextlib.contextmanager
-def parsed(argv):
-    """The global FLAGS parsed from `argv` for the duration of the block."""
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["main.py", *argv])
-    try:
-        yield flags.FLAGS
-    finally:
-        flags.FLAGS.unparse_flags()
 
 
 def test_every_flag_is_in_exactly_one_group():

@@ -6,7 +6,6 @@ traceback, never unbounded memory.
 Bombs are real 20000x20000 files of ~50 KB written with zlib; the tests check what is refused (and
 that the refusal names the size), never memory or time.
 """
-import contextlib
 import os
 import pickle
 import struct
@@ -14,7 +13,6 @@ import zlib
 
 import numpy as np
 import pytest
-from absl import flags
 from PIL import Image
 
 from simclr_tf.data import decode, filelist, segmentation
@@ -25,19 +23,9 @@ from simclr_tf.data.sources import CachedSource, FileImageSource, LabelMapPairSo
 from simclr_tf.errors import UserError
 from tasks import embed, labelled_data
 
-from conftest import write_fake_cifar10
+from conftest import parsed, write_fake_cifar10
 
 BOMB_SIDE = 20000  # 400,000,000 pixels: above the default limit (89,478,485) and Pillow's own (2x that)
-
-
-@contextlib.contextmanager
-def parsed(argv):
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["main.py", *argv])
-    try:
-        yield flags.FLAGS
-    finally:
-        flags.FLAGS.unparse_flags()
 
 
 def write_png(path, width, height, palette=False):

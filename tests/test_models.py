@@ -319,3 +319,36 @@ def test_save_and_load_in_fresh_process(tmp_path):
                             timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("OK")
+
+
+def _resnet50_parameters(width, depthwise):
+    """ResNet-50's parameter count from its architecture (7x7 stem, bottlenecks [3, 4, 6, 3] of
+    widths 64..512 x width with 4x expansion, projection shortcut on each stage's first block; no
+    biases; BatchNorm: 4 numbers per channel), counted by hand rather than by Keras."""
+    channels = 64 * width
+    total = 7 * 7 * 3 * channels + 4 * channels
+    for base, blocks in zip((64, 128, 256, 512), (3, 4, 6, 3)):
+        mid, out = base * width, 4 * base * width
+        for block in range(blocks):
+            middle_conv = 9 * mid if depthwise else 9 * mid * mid
+            total += channels * mid + 4 * mid + middle_conv + 4 * mid + mid * out + 4 * out
+            if block == 0:
+                total += channels * out + 4 * out
+            channels = out
+    return total
+
+
+def test_readme_parameter_counts_are_the_models():
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
+    table = readme.split("<!-- param-counts:start -->")[1].split("<!-- param-counts:end -->")[0]
+    rows = {}
+    for line in table.strip().splitlines()[2:]:
+        name, count = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[name] = int(count.replace(",", ""))
+    expected = {"ResNet-50 (x1)": (1, False), "ResNet-50 (x1), `--depthwise`": (1, True),
+                "ResNet-50 x2 (`--width_multiplier=2`)": (2, False), "ResNet-50 x2, `--depthwise`": (2, True)}
+    assert set(rows) == set(expected)
+    for name, (width, depthwise) in expected.items():
+        model = build_resnet("resnet50", width_multiplier=width, depthwise=depthwise, image_size=(64, 64))
+        assert model.count_params() == _resnet50_parameters(width, depthwise) == rows[name], name
+        keras.backend.clear_session()

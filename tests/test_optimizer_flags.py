@@ -1,6 +1,7 @@
 """The optimiser from flags (tasks/optimizer_flags.py) and what the epoch rows report about it."""
 import contextlib
 import io
+import os
 import time
 import types
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import REPO
 from simclr_tf.training import callbacks as cb
 from tasks import optimizer_flags as of
 
@@ -20,14 +22,46 @@ def _flags(**overrides):
 
 
 def test_an_explicit_adam_learning_rate_is_used_as_given_unless_scaling_is_asked_for():
-    assert of.peak_learning_rate(_flags(optimizer="adam", learning_rate=1e-3), of.FINETUNE_DEFAULTS) == 1e-3
+    assert of.peak_learning_rate(_flags(optimizer="adam", learning_rate=1e-3), of.CLASSIFICATION_DEFAULTS) == 1e-3
     assert of.peak_learning_rate(_flags(optimizer="adamw", learning_rate=2e-4), of.PRETRAIN_DEFAULTS) == 2e-4
     scaled = of.peak_learning_rate(_flags(optimizer="adam", learning_rate=1e-3, lr_scaling="linear", batch_size=512),
-                                   of.FINETUNE_DEFAULTS)
+                                   of.SEGMENTATION_DEFAULTS)
     assert scaled == pytest.approx(2e-3)
-    # LARS and SGD scale as before: 0.075 x sqrt(256) for pretraining, 0.1 x 256/256 for fine-tuning.
+    # LARS and SGD scale as before: 0.075 x sqrt(256) for pretraining, 0.1 x B/256 for fine-tuning (the
+    # classification default, and segmentation's with an explicit --optimizer=sgd); segmentation's default
+    # (Adam) is 1e-3 at any batch.
     assert of.peak_learning_rate(_flags(), of.PRETRAIN_DEFAULTS) == pytest.approx(1.2)
-    assert of.peak_learning_rate(_flags(), of.FINETUNE_DEFAULTS) == pytest.approx(0.1)
+    assert of.peak_learning_rate(_flags(), of.CLASSIFICATION_DEFAULTS) == pytest.approx(0.1)
+    for defaults in (of.CLASSIFICATION_DEFAULTS, of.SEGMENTATION_DEFAULTS):
+        assert of.peak_learning_rate(_flags(optimizer="sgd", batch_size=32), defaults) == pytest.approx(0.0125)
+    assert of.peak_learning_rate(_flags(batch_size=32), of.SEGMENTATION_DEFAULTS) == pytest.approx(1e-3)
+
+
+def _note(defaults, **overrides):
+    flag_values = _flags(batch_size=32, **overrides)
+    return of.describe_optimizer(flag_values, defaults, of.peak_learning_rate(flag_values, defaults))
+
+
+def test_the_fine_tuning_defaults_are_what_the_readme_says_and_the_first_line_names_them():
+    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    start = readme.index("### Fine-tuning defaults")
+    section = readme[start:readme.index("\n#", start + 1)]
+    cls, seg = of.CLASSIFICATION_DEFAULTS, of.SEGMENTATION_DEFAULTS
+    for task, defaults, rule in (("classification", cls, "x batch/256"), ("segmentation", seg, "not scaled")):
+        base_lr = defaults.base_lr[defaults.optimizer]
+        stated = (f"{task}: `--optimizer={defaults.optimizer} --learning_rate={base_lr:g}` ({rule}), "
+                  f"`--warmup_epochs={defaults.warmup_epochs}`, `--weight_decay={defaults.weight_decay:g}`")
+        assert stated in section, stated
+    assert _note(seg) == "optimizer adam (the segmentation default), peak lr 0.001 (default 0.001, unscaled)"
+    assert _note(cls) == ("optimizer sgd with Nesterov momentum (the classification default), peak lr 0.0125 "
+                          "(default 0.1 x 32/256)")
+    # Explicit choices work as before: SGD with Nesterov momentum at 0.1 x B/256, Adam's rate as given.
+    assert _note(seg, optimizer="sgd") == ("optimizer sgd with Nesterov momentum (--optimizer), peak lr 0.0125 "
+                                           "(default 0.1 x 32/256)")
+    assert _note(cls, optimizer="adam", learning_rate=1e-4) == (
+        "optimizer adam (--optimizer), peak lr 0.0001 (--learning_rate 0.0001, unscaled)")
+    optimizer, _ = of.optimizer_from_flags(_flags(optimizer="sgd", batch_size=32), 10, seg, announce=False)
+    assert optimizer.nesterov is True
 
 
 def _warmup(**overrides):

@@ -67,6 +67,8 @@ def test_segmentation_writes_every_output(trained):
     first_lines = result.stdout.splitlines()[:4]
     assert any("RANDOMLY INITIALISED" in line for line in first_lines), first_lines
     assert "Class weights" in result.stdout and "24 training images" in result.stdout
+    # The run's first lines name the optimiser and learning rate it chose (README, "Fine-tuning defaults").
+    assert "optimizer adam (the segmentation default), peak lr 0.001 (default 0.001, unscaled)" in result.stdout
     assert "val_mean_iou=" in result.stdout and "mean IoU" in result.stdout
 
 

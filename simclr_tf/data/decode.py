@@ -6,7 +6,9 @@ OpenCV decodes a truncated JPEG without an error (grey bottom half), while Pillo
 also reads TIFF (TensorFlow cannot), GIF first frames, WebP, CMYK JPEG and returns the indices of
 palette PNG label maps (TensorFlow and OpenCV return their colours). OpenCV is the fallback for
 what Pillow cannot open (e.g. some 16-bit or float TIFFs) and does the resizing. Both release the
-GIL while decoding, so a parallel tf.data map around these functions scales across cores.
+GIL while decoding, so a parallel tf.data map around these functions scales across cores. This is
+the checked path: in tf.data graphs, the files TensorFlow's own decoders read to the same pixels are
+decoded by them instead, and fall back to this path when they fail (`native_decode`).
 
 Decompression bombs (a small file that decodes to billions of pixels) are refused before any pixel
 is decoded, on every path: Pillow reads the size from the header and `read_image` /
@@ -31,6 +33,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 
+from simclr_tf.data import storage  # noqa: E402
+
 SUPPORTED_FORMATS = "JPEG, PNG (8/16-bit; grey, RGB, RGBA, palette), BMP, GIF (first frame), TIFF, WebP"
 
 
@@ -49,7 +53,8 @@ def set_default_max_pixels(max_pixels):
     _default_max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
 
 
-def _limit(max_pixels):
+def pixel_limit(max_pixels=None):
+    """The pixel limit a read with `max_pixels` applies (None: the process default)."""
     return _default_max_pixels if max_pixels is None else int(max_pixels)
 
 
@@ -68,7 +73,7 @@ def _open_checked(path, max_pixels, what="image"):
     Returns the opened image, or None when Pillow cannot identify the file. Raises ImageDecodeError
     for an image above `max_pixels` (None: the process default, see `set_default_max_pixels`).
     """
-    limit = _limit(max_pixels)
+    limit = pixel_limit(max_pixels)
     # Pillow's own bomb check (an error at twice its limit) must not refuse what the caller allows.
     if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
         with _pillow_limit_lock:
@@ -76,7 +81,8 @@ def _open_checked(path, max_pixels, what="image"):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we check ourselves below
-            img = Image.open(path)
+            # A URI's bytes are read into memory first (storage.open_binary); a local file by name.
+            img = Image.open(storage.open_binary(path) if storage.is_uri(path) else path)
     except Image.DecompressionBombError as e:
         size = _header_size_of_file(path)
         if size is not None:
@@ -102,7 +108,7 @@ def read_image(path, max_pixels=None):
     Pillow identifies but cannot fully read (truncated, corrupt) is an error, never a guess. An image
     of more than `max_pixels` pixels (None: the process default) is refused before it is decoded.
     """
-    limit = _limit(max_pixels)
+    limit = pixel_limit(max_pixels)
     img = _open_checked(path, limit)
     if img is None:
         return _fallback(path, "Pillow cannot identify the file", limit, size_checked=False)
@@ -128,7 +134,7 @@ def _fallback(path, pillow_error, limit, size_checked):
     convert its pixels); otherwise the size must come from `header_size`, or the file is refused.
     """
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        data = np.frombuffer(storage.read_bytes(path), dtype=np.uint8)
     except Exception as e:  # noqa: BLE001  (unreadable: permissions, I/O error...)
         raise ImageDecodeError(f"cannot decode {path}: {e}") from None
     size = header_size(data[:_FALLBACK_HEADER_BYTES])
@@ -181,7 +187,7 @@ def read_label_map(path, max_pixels=None):
     not their colours. Anything else (RGB) is rejected: colours are not class indices. A map of
     more than `max_pixels` pixels is refused before it is decoded (see `read_image`).
     """
-    limit = _limit(max_pixels)
+    limit = pixel_limit(max_pixels)
     img = _open_checked(path, limit, what="label map")
     if img is None:
         raise ImageDecodeError(f"cannot decode label map {path}: not an image file")
@@ -255,9 +261,9 @@ _FALLBACK_HEADER_BYTES = 1 << 22  # what the OpenCV fallback searches (large EXI
 
 def _header_size_of_file(path):
     try:
-        with open(path, "rb") as f:
+        with storage.open_binary(path) as f:
             return header_size(f.read(_HEADER_BYTES))
-    except OSError:
+    except Exception:  # noqa: BLE001  (OSError, or a URI's file system error)
         return None
 
 
@@ -284,13 +290,13 @@ def _png(data):
     return None
 
 
-def _jpeg(data):
-    if data[:2] != b"\xff\xd8":
-        return None
+def jpeg_header_segments(data):
+    """(marker, segment payload) of every header segment of the JPEG `data`, up to its start of scan;
+    ValueError where the stream stops being a marker sequence."""
     pos = 2
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
-            return None
+            raise ValueError("not a JPEG marker")
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
@@ -298,11 +304,23 @@ def _jpeg(data):
         if marker in (0x01, *range(0xD0, 0xD8)):  # standalone markers
             pos += 2
             continue
+        if marker in (0xDA, 0xD9):  # start of scan / end of image: the header is over
+            return
         length = struct.unpack(">H", data[pos + 2:pos + 4])[0]
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
-            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
-            return height, width
+        yield marker, data[pos + 4:pos + 2 + length]
         pos += 2 + length
+
+
+def _jpeg(data):
+    if data[:2] != b"\xff\xd8":
+        return None
+    try:
+        for marker, segment in jpeg_header_segments(data):
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+                height, width = struct.unpack(">HH", segment[1:5])
+                return height, width
+    except (ValueError, struct.error):
+        return None
     return None
 
 

@@ -8,6 +8,7 @@ import dataclasses
 import os
 import re
 
+from simclr_tf.data import storage
 from simclr_tf.errors import UserError
 
 MAX_REPORTED_PROBLEMS = 20
@@ -34,10 +35,12 @@ class ListEntry:
 
 @dataclasses.dataclass
 class FileList:
-    """The parsed entries of one list file."""
+    """The parsed entries of one list file (or of a folder of images, `image_folders`)."""
 
     list_path: str
     entries: list
+    folder: bool = False     # read from a folder of images, not a list file
+    class_names: list = None  # a folder of class folders: the class of label i is class_names[i]
 
     @property
     def paths(self):
@@ -57,12 +60,23 @@ def read_file_list(list_path, kind=IMAGES, num_classes=None, flag_name="--train_
     Relative paths are resolved against the folder that holds the list. Labelled lines split at
     the LAST comma, so paths may contain commas. Every missing file and malformed line is
     collected; the error names the flag, the list and the first `MAX_REPORTED_PROBLEMS` lines.
+    The list and the paths in it may be local paths or `tf.io.gfile` URIs (gs://...): every path
+    any line could name is checked in one batch first (`storage.existing_files`, URIs in parallel).
     """
     lines = _read_lines(list_path, flag_name)
-    base_dir = os.path.dirname(os.path.abspath(list_path))
+    base_dir = storage.folder_of(list_path)
+    resolved = {}
+
+    def resolve(raw):  # each path is resolved once, for the batch check and then for its line
+        path = resolved.get(raw)
+        if path is None:
+            path = resolved[raw] = storage.resolve(raw, base_dir)
+        return path
+
+    isfile = storage.existing_files(_candidate_paths(lines, resolve, kind)).__contains__
     entries, problems = [], []
     for line_number, text in lines:
-        entry, problem = _parse_line(text, line_number, base_dir, kind, num_classes)
+        entry, problem = _parse_line(text, line_number, resolve, kind, num_classes, isfile)
         if problem:
             problems.append((line_number, problem))
         else:
@@ -71,20 +85,33 @@ def read_file_list(list_path, kind=IMAGES, num_classes=None, flag_name="--train_
         raise UserError(_format_problems(list_path, flag_name, problems))
     if not entries:
         raise UserError(f"{flag_name}: {list_path} lists no images (only blank or comment lines).")
-    return FileList(list_path=os.path.abspath(list_path), entries=entries)
+    list_path = list_path if storage.is_uri(list_path) else os.path.abspath(list_path)
+    return FileList(list_path=list_path, entries=entries)
+
+
+def _candidate_paths(lines, resolve, kind):
+    """Every resolved path `_parse_line` may ask about: the whole line of an image list and the part
+    before its last comma; the image and label-map paths of a segmentation line."""
+    for _, text in lines:
+        if kind == IMAGES:
+            yield resolve(text)
+        if "," in text:
+            raw_path, raw_label = (part.strip() for part in text.rsplit(",", 1))
+            yield resolve(raw_path)
+            if kind == SEGMENTATION and raw_label:
+                yield resolve(raw_label)
 
 
 def _read_lines(list_path, flag_name):
     """Yields (line_number, stripped_text) for non-blank, non-comment lines."""
     if not list_path:
         raise UserError(f"{flag_name} is required for this task.")
-    if os.path.isdir(list_path):
+    if storage.isdir(list_path):
         raise UserError(f"{flag_name}: {list_path} is a folder; give a text file listing its images, "
                         "one path per line (README, 'Your own images').")
-    if not os.path.isfile(list_path):
+    if not storage.isfile(list_path):
         raise UserError(f"{flag_name}: list file not found: {list_path}")
-    with open(list_path, "rb") as f:
-        raw = f.read()
+    raw = storage.read_bytes(list_path)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -99,37 +126,38 @@ def _read_lines(list_path, flag_name):
     return result
 
 
-def _parse_line(text, line_number, base_dir, kind, num_classes):
-    """Returns (ListEntry, None) or (None, problem description)."""
+def _parse_line(text, line_number, resolve, kind, num_classes, isfile):
+    """Returns (ListEntry, None) or (None, problem description). `resolve(raw)` is the absolute path
+    or URI of a path as written; `isfile(path)` says whether a resolved path is an existing file."""
     if kind == IMAGES:
-        return _parse_image_line(text, line_number, base_dir)
+        return _parse_image_line(text, line_number, resolve, isfile)
     if "," not in text:
         expected = "path,label" if kind == CLASSIFICATION else "path,labelmap_path"
         return None, f"expected '{expected}' but found no comma: {text!r}"
     raw_path, raw_label = (part.strip() for part in text.rsplit(",", 1))
     if not raw_path:
         return None, f"empty image path: {text!r}"
-    path = _resolve(raw_path, base_dir)
+    path = resolve(raw_path)
     if kind == CLASSIFICATION:
         label, problem = _parse_class_label(raw_label, num_classes)
     else:
-        label, problem = _parse_labelmap_path(raw_label, base_dir)
-    if not os.path.isfile(path):
+        label, problem = _parse_labelmap_path(raw_label, resolve, isfile)
+    if not isfile(path):
         problem = f"image not found: {path}" + (f"; {problem}" if problem else "")
     if problem:
         return None, problem
     return ListEntry(path=path, label=label, line=line_number), None
 
 
-def _parse_image_line(text, line_number, base_dir):
+def _parse_image_line(text, line_number, resolve, isfile):
     """An image list line is a path; a trailing `,label` is accepted and kept when it is an integer."""
-    path = _resolve(text, base_dir)
-    if os.path.isfile(path):
+    path = resolve(text)
+    if isfile(path):
         return ListEntry(path=path, line=line_number), None
     if "," in text:
         raw_path, raw_label = (part.strip() for part in text.rsplit(",", 1))
-        labelled_path = _resolve(raw_path, base_dir)
-        if os.path.isfile(labelled_path):
+        labelled_path = resolve(raw_path)
+        if isfile(labelled_path):
             label = _int(raw_label) if _is_int(raw_label) else None  # (negative: unlabelled, see pretrain)
             if label is not None and abs(label) > MAX_LABEL:
                 return None, _too_large(raw_label)
@@ -160,18 +188,15 @@ def _too_large(raw_label):
     return f"label {raw_label} is too large for a class index (at most {MAX_LABEL}; a typo?)"
 
 
-def _parse_labelmap_path(raw_label, base_dir):
+def _parse_labelmap_path(raw_label, resolve, isfile):
     if not raw_label:
         return None, "empty label-map path"
-    path = _resolve(raw_label, base_dir)
-    if not os.path.isfile(path):
+    path = resolve(raw_label)
+    if not isfile(path):
         return None, f"label map not found: {path}"
     return path, None
 
 
-def _resolve(path, base_dir):
-    path = os.path.expanduser(path)
-    return os.path.normpath(path if os.path.isabs(path) else os.path.join(base_dir, path))
 
 
 def _is_int(text):

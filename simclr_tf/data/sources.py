@@ -5,17 +5,20 @@ item is an `ok` flag: False when the file could not be decoded, with blank stand
 shape so positions stay aligned with the list. `signature` gives the dtype and shape of every item,
 which is all `load_tensors` needs to call any source from a graph, and all `CachedSource` needs to
 hold any source in memory. Undecodable files are recorded in the source's `SkipLog` (decoding runs
-in parallel tf.data threads, hence the lock).
+in parallel tf.data threads, hence the lock). In a graph, `FileImageSource` decodes the files
+TensorFlow's decoders read exactly with them (`load_graph`, `native_decode`), the rest with `load`.
 
 Sources: `FileImageSource` (image files, optionally with their original size), `ArrayImageSource`
 (images already in memory, e.g. CIFAR-10), `LabelMapPairSource` (image + label map files),
 `SubsetSource` (some indices of another source) and `CachedSource` (any source decoded once).
 """
+import os
 import threading
 
 import numpy as np
 import tensorflow as tf
 
+from simclr_tf.data import native_decode
 from simclr_tf.data.decode import read_image, read_label_map, resize_image, resize_label_map
 from simclr_tf.errors import UserError
 
@@ -65,14 +68,19 @@ class FileImageSource:
     or with `keep_original_size` (uint8 [H, W, 3], int32 [2] original (height, width), ok).
 
     `max_pixels` bounds the decoded size of one image (decompression bombs); see `decode.read_image`.
+    `load` decodes with the checked path (`decode.read_image`); in a graph (`load_tensors`), with
+    `native_decoding`, the files TensorFlow reads to the same pixels are decoded by TensorFlow
+    instead (`load_graph`), with the same resize and the same skipping of undecodable files.
     """
 
-    def __init__(self, paths, size, skip_log=None, keep_original_size=False, max_pixels=None):
+    def __init__(self, paths, size, skip_log=None, keep_original_size=False, max_pixels=None,
+                 native_decoding=True):
         self.paths = list(paths)
         self.size = tuple(size)
         self.skip_log = skip_log if skip_log is not None else SkipLog()
         self.keep_original_size = keep_original_size
         self.max_pixels = max_pixels
+        self.native_decoding = native_decoding
         image = (np.uint8, (*self.size, 3))
         self.signature = (image, (np.int32, (2,)), (np.bool_, ())) if keep_original_size else \
             (image, (np.bool_, ()))
@@ -87,6 +95,48 @@ class FileImageSource:
 
     def load(self, index):
         return _decoded_or_blank(self, int(index), self._decode)
+
+    def _native_format(self, data):
+        # numpy_function passes a string tensor as bytes or as a 0-d object array holding them.
+        data = data.item() if isinstance(data, np.ndarray) else data
+        return np.int32(native_decode.native_format(data, self.max_pixels))
+
+    def _resize(self, image):
+        return resize_image(image, self.size)
+
+    @tf.autograph.experimental.do_not_convert  # plain ops and explicit tf.cond: nothing to convert
+    def load_graph(self, index):
+        """Graph op giving what `load(index)` gives: TensorFlow decodes the file when
+        `native_decode.native_format` accepts its bytes, `load` (the checked path) decodes it otherwise.
+
+        A file TensorFlow fails on although its header passed (truncated, corrupt, unreadable) goes to
+        `load` too, which then skips and lists it: the native attempt is a one-element dataset whose
+        errors `ignore_errors` turns into "no element", followed by a not-ok blank of which `take(1)`
+        keeps the first element there is; a not-ok attempt (a checked file, or a failure) calls `load`.
+        Per element, so order and positions are those of `load`.
+        """
+        # fsencode: a path that is not valid UTF-8 (a Linux file name) reaches read_file unchanged.
+        path = tf.gather(tf.constant([os.fsencode(p) for p in self.paths], tf.string), index)
+        not_ok = tuple(tf.zeros(shape, dtype) for dtype, shape in self.signature[:-1]) + (tf.constant(False),)
+
+        def attempt(path):
+            data = tf.io.read_file(path)
+            kind = tf.numpy_function(self._native_format, [data], tf.int32, stateful=False)
+
+            def decode():
+                image = native_decode.decode_image_bytes(data)
+                shape = tf.shape(image, out_type=tf.int32)
+                # The checked path's own resize (OpenCV area / bicubic): both paths give the same pixels.
+                resized = tf.cond(tf.reduce_all(tf.equal(shape[:2], self.size)), lambda: image,
+                                  lambda: tf.numpy_function(self._resize, [image], tf.uint8, stateful=False))
+                resized = tf.ensure_shape(resized, [*self.size, 3])
+                return ((resized, shape[:2]) if self.keep_original_size else (resized,)) + (tf.constant(True),)
+
+            return tf.cond(tf.not_equal(kind, native_decode.CHECKED), decode, lambda: not_ok)
+
+        native = tf.data.Dataset.from_tensors(path).map(attempt).ignore_errors().concatenate(
+            tf.data.Dataset.from_tensors(not_ok)).take(1).get_single_element()
+        return tf.cond(native[-1], lambda: tuple(native), lambda: _checked_tensors(self, index))
 
 
 class LabelMapPairSource:
@@ -187,7 +237,16 @@ class CachedSource:
 
 def load_tensors(source, index):
     """Graph op around `source.load(index)`: its items as tensors of static shape (uint8 images stay
-    uint8; callers convert)."""
+    uint8; callers convert). Sources with native decoding decode in the graph (`load_graph`)."""
+    if isinstance(source, SubsetSource):
+        return load_tensors(source.source, tf.gather(source.indices, index))
+    if getattr(source, "native_decoding", False):
+        return source.load_graph(index)
+    return _checked_tensors(source, index)
+
+
+def _checked_tensors(source, index):
+    """`source.load(index)` called from the graph."""
     dtypes = [tf.as_dtype(dtype) for dtype, _ in source.signature]
     values = tf.numpy_function(source.load, [index], dtypes, stateful=False)
     return tuple(tf.ensure_shape(value, shape) for value, (_, shape) in zip(values, source.signature))

@@ -38,12 +38,13 @@ def _as_float(image):
 
 
 def plot_segmentation_predictions(images, true_maps, predicted_maps, path, num_classes,
-                                  title="image | true mask | predicted mask"):
+                                  title="image | true mask | predicted mask", class_names=None):
     """A grid of (image, true label map overlaid, predicted label map overlaid) triples, two
     triples per row when there are more than four.
 
     `images` are [H, W, 3] arrays (uint8, or float in [0, 1]; sizes may differ between examples)
-    and the maps [H, W] of the matching size. A legend shows the colour of every class.
+    and the maps [H, W] of the matching size. A legend shows the colour of every class, with its
+    name from `class_names` (one per class, class 0 first) when given.
     """
     count = len(images)
     if count == 0:
@@ -61,7 +62,7 @@ def plot_segmentation_predictions(images, true_maps, predicted_maps, path, num_c
             ax.imshow(panel, interpolation="nearest")
             if row == 0:
                 ax.set_title(("image", "true", "predicted")[j], fontsize=9)
-    fig.legend(handles=_legend_handles(num_classes), loc="lower center", ncol=min(num_classes + 1, 6), fontsize=7,
+    fig.legend(handles=_legend_handles(num_classes, class_names), loc="lower center", ncol=min(num_classes + 1, 6), fontsize=7,
                frameon=False)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0.7 / (2.0 * rows + 0.8), 1, 1))
@@ -69,12 +70,29 @@ def plot_segmentation_predictions(images, true_maps, predicted_maps, path, num_c
     plt.close(fig)
 
 
-def _legend_handles(num_classes):
-    palette = voc_palette() / 255.0
-    handles = [mpatches.Patch(facecolor="white", edgecolor="grey", label="0 (background, untinted)")]
+def legend_labels(num_classes, class_names=None):
+    """The legend's texts, class 0 first: the class index (the value in the label-map PNGs), with its
+    name when `class_names` gives one; at most MAX_LEGEND_CLASSES classes, then '... N more', then
+    the ignore value."""
+    def named(c, default=""):
+        name = class_names[c] if class_names is not None and c < len(class_names) else ""
+        name = default if name in ("", str(c)) else name  # a default name ('3') says nothing the index does not
+        return f"{c} {name}" if name else str(c)
+    labels = [f"{named(0, 'background')} (untinted)"]
     shown = min(num_classes, MAX_LEGEND_CLASSES)
-    handles += [mpatches.Patch(color=palette[c], label=str(c)) for c in range(1, shown)]
+    labels += [named(c) for c in range(1, shown)]
     if shown < num_classes:
-        handles.append(mpatches.Patch(color="none", label=f"... {num_classes - shown} more"))
-    handles.append(mpatches.Patch(color=palette[IGNORE_LABEL], label=f"{IGNORE_LABEL} (ignore)"))
+        labels.append(f"... {num_classes - shown} more")
+    return labels + [f"{IGNORE_LABEL} (ignore)"]
+
+
+def _legend_handles(num_classes, class_names=None):
+    palette = voc_palette() / 255.0
+    labels = legend_labels(num_classes, class_names)
+    shown = min(num_classes, MAX_LEGEND_CLASSES)
+    handles = [mpatches.Patch(facecolor="white", edgecolor="grey", label=labels[0])]
+    handles += [mpatches.Patch(color=palette[c], label=labels[c]) for c in range(1, shown)]
+    if shown < num_classes:
+        handles.append(mpatches.Patch(color="none", label=labels[shown]))
+    handles.append(mpatches.Patch(color=palette[IGNORE_LABEL], label=labels[-1]))
     return handles

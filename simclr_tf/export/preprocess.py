@@ -35,6 +35,8 @@ isolated 1-level differences after the resize on images with hard pixel-level ed
 import tensorflow as tf
 
 from simclr_tf.data import augment
+# The training pipeline's native decoder (one definition for both), re-exported by simclr_tf.export.
+from simclr_tf.data.native_decode import decode_image_bytes  # noqa: F401
 
 KINDS = ("classification", "segmentation", "encoder")
 
@@ -58,22 +60,6 @@ def check_kind(kind):
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
     return kind
-
-
-def decode_image_bytes(image_bytes):
-    """Decodes one encoded image (a scalar string tensor) to uint8 RGB [H, W, 3].
-
-    JPEG with the accurate integer DCT (identical to Pillow); PNG, BMP, GIF (first frame) and WebP
-    with `tf.io.decode_image`. An undecodable string raises InvalidArgumentError when the graph
-    runs: in a serving batch, that fails the whole request.
-    """
-    image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
-    # tf.cond, not Python `if`: the format is only known when the graph runs.
-    image = tf.cond(
-        tf.io.is_jpeg(image_bytes),
-        lambda: tf.io.decode_jpeg(image_bytes, channels=3, dct_method="INTEGER_ACCURATE"),
-        lambda: tf.io.decode_image(image_bytes, channels=3, expand_animations=False, dtype=tf.uint8))
-    return tf.ensure_shape(image, [None, None, 3])
 
 
 def _opencv_cubic_taps(in_size, out_size):

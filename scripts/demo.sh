@@ -13,7 +13,7 @@ py=.venv/bin/python
 data="${DEMO_DIR:-demo_data}"
 out="${DEMO_OUT:-logs/demo}"
 epochs="${DEMO_EPOCHS:-20}"
-# 32 px images with the ImageNet stem: on a 2-core CPU the small stem is 5x slower (README, Speed).
+# 32 px images with the ImageNet stem: on a 2-core CPU the small stem is about 8x slower (README, Speed).
 common=(--input_size="32 32" --small_stem=false --seed=0)
 
 echo "== 1/7 demo data: $data"

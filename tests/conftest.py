@@ -58,3 +58,13 @@ def parsed(argv):
         yield flags.FLAGS
     finally:
         flags.FLAGS.unparse_flags()
+
+
+def load_script(relative_path):
+    """A script of the repository (e.g. "benchmarks/recipe_sweep.py") as a module, for its helpers."""
+    import importlib.util
+    path = os.path.join(REPO, relative_path)
+    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,6 +1,5 @@
 """benchmarks/pretrain_throughput.py: one run at the tiniest settings reports every figure, and
 --write_readme replaces only the README's benchmark section."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -8,20 +7,13 @@ import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO, load_script
+
 SCRIPT = os.path.join(REPO, "benchmarks", "pretrain_throughput.py")
 
 
-def _driver():
-    """The benchmark's driver module (it imports no TensorFlow)."""
-    spec = importlib.util.spec_from_file_location("pretrain_throughput", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_replace_section_keeps_everything_outside_the_markers():
-    bench = _driver()
+    bench = load_script("benchmarks/pretrain_throughput.py")
     text = f"# title\nbefore\n{bench.START_MARKER}\nold table\n{bench.END_MARKER}\nafter\n"
     new = bench.replace_section(text, "| new | table |")
     assert new == f"# title\nbefore\n{bench.START_MARKER}\n| new | table |\n{bench.END_MARKER}\nafter\n"
@@ -32,7 +24,7 @@ def test_replace_section_keeps_everything_outside_the_markers():
 
 
 def test_config_parsing():
-    bench = _driver()
+    bench = load_script("benchmarks/pretrain_throughput.py")
     configs = bench.parse_configs("resnet18:32:128,resnet50:224:32:imagenet,resnet18:96x64:small,VGG16:64", 16)
     assert [(c["backbone"], c["size"], c["batch"], c["stem"]) for c in configs] == [
         ("resnet18", (32, 32), 128, None), ("resnet50", (224, 224), 32, "imagenet"),
@@ -44,7 +36,7 @@ def test_config_parsing():
 
 @pytest.mark.slow
 def test_tiny_run_reports_every_figure_and_rewrites_only_its_readme_section(tmp_path):
-    bench = _driver()
+    bench = load_script("benchmarks/pretrain_throughput.py")
     with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
         original = f.read()
     readme = tmp_path / "README.md"

@@ -1,7 +1,6 @@
 """benchmarks/experiment_tables.py end to end at the tiniest scale: every table holds the rows it should
 with the numbers of the run files, the by-layer figure is the run's own, --write_readme replaces only its
 section, and a rerun skips every finished run."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -9,16 +8,9 @@ import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO, load_script
+
 SCRIPT = os.path.join(REPO, "benchmarks", "experiment_tables.py")
-
-
-def _script():
-    """The script as a module (it imports no TensorFlow), for its helpers."""
-    spec = importlib.util.spec_from_file_location("experiment_tables", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _json(path):
@@ -45,7 +37,7 @@ def _pct(accuracy):
 
 
 def test_fine_tuning_epochs_grow_as_the_labels_shrink():
-    tables = _script()
+    tables = load_script("benchmarks/experiment_tables.py")
     assert [tables.finetune_epochs(f, 3) for f in (1.0, 0.2, 0.1, 0.05)] == [3, 7, 9, 13]
     assert tables.finetune_epochs(1.0, 1) == 1
 

@@ -1,6 +1,5 @@
 """benchmarks/recipe_sweep.py: grid parsing, and a tiny sweep (2 points, 1 epoch, 16 images of 32 px)
 that is killed after its first point and finished by a second invocation, which skips that point."""
-import importlib.util
 import json
 import os
 import signal
@@ -10,20 +9,13 @@ import time
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, load_script
 
 SCRIPT = os.path.join(REPO, "benchmarks", "recipe_sweep.py")
 
 
-def _sweep_module():
-    spec = importlib.util.spec_from_file_location("recipe_sweep", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_grid_parsing_and_points():
-    sweep = _sweep_module()
+    sweep = load_script("benchmarks/recipe_sweep.py")
     grid = sweep.parse_grid("temperature=0.1,0.2 --strength=0.5,1.0", known_flags={"temperature", "strength"})
     assert grid == [("temperature", ["0.1", "0.2"]), ("strength", ["0.5", "1.0"])]
     points = sweep.grid_points(grid)

@@ -2,6 +2,7 @@
 output folder gets before any work."""
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -61,6 +62,15 @@ def fsync_file(path):
     """Flushes a written file's content to disk (before it is renamed into place)."""
     with open(path, "rb") as f:
         os.fsync(f.fileno())
+
+
+def file_sha256(path):
+    """Hex SHA-256 of a file's bytes (read in chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def fsync_directory(directory):

@@ -1,7 +1,6 @@
 """The files that connect tasks: encoder.keras and projection_head.keras of a pretraining run,
 model.keras and finetune.json of a fine-tuning run. Loading them with user-facing errors, checking
 flags against them, and the encoder's content hash that fine-tuning fingerprints include."""
-import hashlib
 import json
 import os
 import zipfile
@@ -10,7 +9,7 @@ import keras
 
 from simclr_tf.errors import UserError
 from simclr_tf.evaluation.probes import projection_layer_count
-from simclr_tf.io_utils import write_json_atomic
+from simclr_tf.io_utils import file_sha256, write_json_atomic
 from simclr_tf.models.heads import build_projection_head
 from simclr_tf.models.resnet import describe_encoder, feature_dim
 
@@ -37,15 +36,6 @@ def load_keras_file(path, flag_name, what="model"):
                             f"disk or an interrupted copy?). Restore it, or re-run the task that wrote this {what}."
                             ) from None
         raise UserError(f"{flag_name}: cannot load the {what} {path}: {e}") from None
-
-
-def file_sha256(path):
-    """Hex SHA-256 of a file's bytes (read in chunks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def encoder_path(flag_values):

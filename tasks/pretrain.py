@@ -15,7 +15,7 @@ from simclr_tf.data.sources import SubsetSource, check_an_image_decodes, sample_
 from simclr_tf.data.subsets import random_subset
 from simclr_tf.errors import UserError
 from simclr_tf.evaluation import plots
-from simclr_tf.io_utils import save_keras_atomic
+from simclr_tf.io_utils import file_sha256, save_keras_atomic
 from simclr_tf.models import unfreezing
 from simclr_tf.models.heads import build_projection_head
 from simclr_tf.models.rebuild import portable
@@ -172,7 +172,7 @@ def _pseudo_labels(flag_values, source):
     spread = ("no batch holds two images of one cluster" if batch <= num_clusters else
               f"--batch_size={batch} > {num_clusters} clusters: clusters spread as evenly as possible over each batch")
     say(f"Guided batches (G-SimCLR): {num_clusters} pseudo-label clusters from {path}; {spread}")
-    return clusters, artifacts.file_sha256(path)
+    return clusters, file_sha256(path)
 
 
 def _image_source(flag_values, input_size):

@@ -4,6 +4,8 @@ import os
 import shutil
 import tempfile
 
+from simclr_tf.io_utils import fsync_directory, fsync_file
+
 
 def _umask():
     mask = os.umask(0)
@@ -11,26 +13,12 @@ def _umask():
     return mask
 
 
-def _fsync_path(path, directory=False):
-    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:  # some file systems do not let a directory be opened; nothing to flush then
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _fsync_tree(root):
     # Flushed before the rename, so after a power loss the new name never points at empty files.
     for folder, _, files in os.walk(root):
         for name in files:
-            _fsync_path(os.path.join(folder, name))
-        _fsync_path(folder, directory=True)
+            fsync_file(os.path.join(folder, name))
+        fsync_directory(folder)
 
 
 @contextlib.contextmanager
@@ -67,7 +55,7 @@ def atomic_directory(final_dir, overwrite=False):
             shutil.rmtree(old_dir, ignore_errors=True)
         else:
             os.replace(tmp_dir, final_dir)
-        _fsync_path(parent, directory=True)
+        fsync_directory(parent)
     finally:
         if os.path.exists(tmp_dir):
             shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -87,7 +75,7 @@ def write_bytes_atomic(path, data):
             os.fsync(f.fileno())
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files
         os.replace(tmp_path, path)
-        _fsync_path(parent, directory=True)
+        fsync_directory(parent)
     finally:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)

@@ -1,7 +1,6 @@
 """Callbacks shared by every training task: epoch metrics, epoch statistics, NaN guard, resumable
 checkpoints."""
 import glob
-import hashlib
 import json
 import math
 import os
@@ -12,7 +11,7 @@ import keras
 import numpy as np
 
 from simclr_tf.errors import UserError
-from simclr_tf.io_utils import atomic_path, fsync_file, write_json_atomic
+from simclr_tf.io_utils import atomic_path, file_sha256, fsync_file, write_json_atomic
 
 
 class NonFiniteLossError(RuntimeError):
@@ -285,15 +284,6 @@ def verify_weights_file(path, read_data=False):
     except Exception as e:  # noqa: BLE001  (truncated files raise OSError; anything else is damage too)
         return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
     return None
-
-
-def file_sha256(path):
-    """Hex SHA-256 of a file's bytes (read in chunks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _remove_other_weights(directory, keep):

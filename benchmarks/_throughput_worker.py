@@ -126,10 +126,16 @@ def build_model(flag_values, devices, crop_size, augment, num_images):
     return model
 
 
-def synthetic_dataset(flag_values, input_size, crop_size):
-    """One batch repeated forever: what the step eats, without decoding or host augmentation."""
+def synthetic_dataset(flag_values, devices, input_size, crop_size):
+    """One batch repeated forever: what the step eats, without decoding or host augmentation. In a
+    multi-worker job every worker's pipeline yields per-replica batches, as the file pipeline does."""
+    return devices.distribute(lambda shard: _synthetic_batches(
+        flag_values, input_size, crop_size, flag_values.batch_size // (shard[1] * shard[2]) if shard else None))
+
+
+def _synthetic_batches(flag_values, input_size, crop_size, batch=None):
     rng = np.random.default_rng(0)
-    batch = flag_values.batch_size
+    batch = batch or flag_values.batch_size
     if flag_values.augment_on == "host":
         views = tuple(rng.random((batch, *crop_size, 3), dtype=np.float32) for _ in range(2))
         return tf.data.Dataset.from_tensors(views).repeat()
@@ -277,10 +283,11 @@ def run(job):
     if hide_gpus:  # a pipeline-only process: tf.data runs on the host; no device context, no device memory
         tf.config.set_visible_devices([], "GPU")
     flag_values = parse_cli_flags(job["cli_flags"])
-    result = {"machine": machine_info(), "pid": os.getpid()}
     kinds = job["kinds"]
     needs_model = any(kind in ("step", "full") for kind in kinds)
-    devices = distribution.setup(flag_values) if needs_model else None  # before TensorFlow runs anything else
+    # Before TensorFlow runs anything else: a multi-worker strategy configures collective ops at start-up.
+    devices = distribution.setup(flag_values) if needs_model else None
+    result = {"machine": machine_info(), "pid": os.getpid()}
     input_size, crop_size = image_sizes(flag_values)
     augment = augment_config(flag_values, crop_size, "pretrain")
     with open(job["paths_file"], encoding="utf-8") as f:
@@ -303,7 +310,7 @@ def run(job):
                 model = build_model(flag_values, devices, crop_size, augment, len(source))
                 result["params"] = int(model.encoder.count_params() + model.projection_head.count_params())
                 result["encoder"] = describe_encoder(model.encoder) or {"name": model.encoder.name}
-            dataset = (synthetic_dataset(flag_values, input_size, crop_size) if kind == "step"
+            dataset = (synthetic_dataset(flag_values, devices, input_size, crop_size) if kind == "step"
                        else file_dataset(flag_values, devices, source, augment))
             figures = timed_fit(model, dataset, flag_values.batch_size, job["warmup_steps"], job["steps"])
         figures.update(memory_figures(worker_devices))

@@ -2,7 +2,9 @@
 
 A small labelled benchmark of real (hand-written) images whose colour carries no class information:
 every image gets its own foreground and background colour, drawn independently of its digit. It is
-the held-out set an outside reviewer used (1797 = 1297 training + 500 test images, 10 classes).
+built to the description of the held-out set an outside reviewer used (1797 = 1297 training + 500
+test images, 10 classes, colour independent of the class), but it is not that set: it is much
+harder (README, "Parity with the official code").
 
 Writes, under --out_dir:
 
@@ -23,7 +25,7 @@ to --size (and clipped, since bicubic overshoots), and used as the alpha mask of
 over a background colour: pixel = (1 - a) * background + a * foreground. Both colours are uniform
 in RGB [0, 255]^3 per image. With --min_color_distance > 0 a pair closer than that (Euclidean
 distance in RGB, 0-441) is redrawn, so that no digit is invisible; the default 0 keeps the colours
-fully independent, as in the reviewer's set.
+fully independent.
 
 The split is stratified (500 test images, 48-51 per class; the rest for training) and, like
 the colours, a pure function of --seed.

@@ -1,9 +1,10 @@
 """Pretraining throughput: input pipeline, training step, full run, host CPU, memory, matmul-peak share.
 
     python benchmarks/pretrain_throughput.py [--configs resnet18:32:128,resnet50:224:32]
-        [--precisions float32,mixed_bfloat16] [--augment_on host,device] [--strategy one_device]
-        [--jit_compile auto] [--steps 5] [--pipeline_batches 20] [--repeats 3]
-        [--json results.json] [--write_readme]
+        [--precisions float32,mixed_bfloat16] [--augment_on host,device]
+        [--strategy one_device,mirrored,multi_worker] [--workers 2] [--jit_compile auto]
+        [--steps 5] [--pipeline_batches 20] [--repeats 3] [--torch_python /path/to/python]
+        [--json results.json] [--write_readme [--section NAME]]
 
 A config is backbone:size:batch[:small|:imagenet] (size "32" or "96x64" = height x width; the stem
 is chosen by size as the CLI does unless the suffix names it; "backbone:size" uses --batch). Every
@@ -31,7 +32,14 @@ again, --repeats times), each in a fresh subprocess (benchmarks/_throughput_work
 is then that measurement's own), and every figure is reported as the median with its range. The
 models, precision policy, strategy, XLA default and augmentations are built by the CLI's own code
 from its own flags (--extra_flags passes more, e.g. "--blur=false --loss=dcl"). --write_readme
-rewrites the README section between <!-- benchmark:start --> and <!-- benchmark:end -->.
+rewrites the README section between <!-- benchmark:start --> and <!-- benchmark:end --> (with
+--section NAME, between <!-- benchmark:NAME:start --> and <!-- benchmark:NAME:end -->).
+
+--strategy=multi_worker runs the step and full-run measurements as one job of --workers processes
+on localhost (each with its own TF_CONFIG, as "Running on several machines" in the README); its
+figures are the job's. --torch_python names an interpreter with PyTorch installed: every config
+of a ResNet at a square size then gets a row for the same training step in PyTorch
+(benchmarks/torch_step.py, torch.compile), measured right after the project's own step.
 """
 import argparse
 import datetime
@@ -40,6 +48,7 @@ import math
 import os
 import platform
 import shlex
+import socket
 import statistics
 import subprocess
 import sys
@@ -55,8 +64,18 @@ REPO = os.path.dirname(HERE)
 WORKER = os.path.join(HERE, "_throughput_worker.py")
 README = os.path.join(REPO, "README.md")
 START_MARKER, END_MARKER = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
+
+
+def section_markers(name):
+    """The README markers of the benchmark section `name` ("" = the main table)."""
+    if not name:
+        return START_MARKER, END_MARKER
+    return f"<!-- benchmark:{name}:start -->", f"<!-- benchmark:{name}:end -->"
 KINDS = ("pipeline", "step", "full")
+STRATEGIES = ("one_device", "mirrored", "auto", "multi_worker")
+TORCH_STEP = os.path.join(HERE, "torch_step.py")
 BF16_FEATURES = ("avx512_bf16", "amx_bf16", "avx512_fp16")
+TORCH_BACKBONES = ("resnet18", "resnet34", "resnet50")
 _BACKBONE_NAMES = {"resnet18": "ResNet-18", "resnet34": "ResNet-34", "resnet50": "ResNet-50",
                    "resnet101": "ResNet-101", "resnet152": "ResNet-152"}
 
@@ -110,7 +129,7 @@ def expand(args):
     for config in parse_configs(args.configs, args.batch):
         for precision in split_list(args.precisions, ("float32", "mixed_bfloat16", "mixed_float16"), "--precisions"):
             for augment_on in split_list(args.augment_on, ("host", "device"), "--augment_on"):
-                for strategy in split_list(args.strategy, ("one_device", "mirrored", "auto"), "--strategy"):
+                for strategy in split_list(args.strategy, STRATEGIES, "--strategy"):
                     for jit in split_list(args.jit_compile, ("auto", "true", "false"), "--jit_compile"):
                         combos.append(dict(config, precision=precision, augment_on=augment_on, strategy=strategy,
                                            jit_compile=jit))
@@ -119,7 +138,29 @@ def expand(args):
         combo["name"] = config_name(combo)
         combo["cli_flags"] = cli_flags(combo, args)
         combo["file_size"] = parse_size(args.source_size) if args.source_size else combo["size"]
-    return combos
+    return combos + (torch_combos(combos) if args.torch_python else [])
+
+
+def torch_combos(combos):
+    """One PyTorch reference per (backbone, size, batch, stem, precision) of the project's configs that
+    benchmarks/torch_step.py can run: its training step only, on synthetic views."""
+    seen, references = set(), []
+    for combo in combos:
+        key = (combo["backbone"], combo["size"], combo["batch"], combo["stem"], combo["precision"])
+        square = combo["size"][0] == combo["size"][1]
+        if key in seen or not square or combo["backbone"] not in TORCH_BACKBONES or \
+                combo["precision"] not in ("float32", "mixed_bfloat16"):
+            continue
+        seen.add(key)
+        reference = dict(combo, torch=True, augment_on="host", strategy="one_device", jit_compile="torch.compile")
+        reference["name"] = "pytorch " + config_name(reference)
+        reference["torch_args"] = ["--backbone", combo["backbone"], "--size", str(combo["size"][0]),
+                                   "--batch", str(combo["batch"]), "--precision", combo["precision"]]
+        if combo["stem"]:
+            reference["torch_args"] += ["--stem", combo["stem"]]
+        reference["index"] = len(combos) + len(references)
+        references.append(reference)
+    return references
 
 
 def config_name(combo):
@@ -250,6 +291,83 @@ def run_worker(job, folder, number, args):
     return result, stderr_text
 
 
+def free_ports(count):
+    """`count` TCP ports free on localhost right now (for the workers of a multi_worker job)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("localhost", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def run_worker_group(job, folder, number, args):
+    """A multi_worker measurement: --workers processes on localhost, each with its own TF_CONFIG, run
+    the same job as one MultiWorkerMirroredStrategy job. Returns the chief's result (its images/s
+    are the job's: every step trains on the global batch) with every worker's figures beside it."""
+    hosts = [f"localhost:{port}" for port in free_ports(args.workers)]
+    job = dict(job, matmul_seconds=0)  # the workers share the machine: no single-device peak to compare with
+    processes = []
+    start = time.perf_counter()
+    for index in range(args.workers):
+        tag = f"{number:04d}_w{index}"
+        paths = {name: os.path.join(folder, f"{name}_{tag}.{ext}")
+                 for name, ext in (("job", "json"), ("result", "json"), ("stderr", "txt"))}
+        with open(paths["job"], "w", encoding="utf-8") as f:
+            json.dump(job, f)
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": hosts},
+                                                     "task": {"type": "worker", "index": index}}))
+        stderr = open(paths["stderr"], "w", encoding="utf-8")  # noqa: SIM115 (closed below)
+        processes.append((subprocess.Popen([args.python, WORKER, paths["job"], paths["result"]], cwd=REPO, env=env,
+                                           stdout=subprocess.DEVNULL, stderr=stderr), stderr, paths))
+    results, texts = [], []
+    for process, stderr, paths in processes:
+        try:
+            status = process.wait(timeout=max(1.0, args.timeout - (time.perf_counter() - start)))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            status = "timeout"
+        stderr.close()
+        with open(paths["stderr"], encoding="utf-8", errors="replace") as f:
+            texts.append(f.read())
+        result = None
+        if os.path.exists(paths["result"]):
+            with open(paths["result"], encoding="utf-8") as f:
+                result = json.load(f)
+        if result is None:
+            tail = "\n".join(texts[-1].strip().splitlines()[-5:])
+            result = {"error": f"worker {len(results)} exit status {status} without a result: {tail}"}
+        results.append(result)
+    chief = dict(next((r for r in results if r.get("error")), results[0]))
+    chief["workers"] = [{kind: r.get(kind) for kind in job["kinds"]} | {"error": r.get("error")} for r in results]
+    chief["wall_seconds"] = time.perf_counter() - start
+    return chief, texts[0]
+
+
+def run_torch(combo, number, folder, args):
+    """The PyTorch reference step (benchmarks/torch_step.py) in --torch_python; (result, stderr text)."""
+    command = [args.torch_python, TORCH_STEP, *combo["torch_args"], "--steps", str(args.steps),
+               "--warmup_steps", str(args.warmup_steps)]
+    start = time.perf_counter()
+    try:
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, cwd=folder,
+                                   env=dict(os.environ, TORCHINDUCTOR_CACHE_DIR=os.path.join(folder, "inductor")))
+        lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
+        if completed.returncode == 0 and lines:
+            figures = json.loads(lines[-1])
+            result = {"step": figures, "torch": {k: figures[k] for k in ("torch", "compiled", "device", "threads")}}
+        else:
+            tail = "\n".join(completed.stderr.strip().splitlines()[-5:])
+            result = {"error": f"torch_step.py exit status {completed.returncode}: {tail}"}
+        stderr_text = completed.stderr
+    except (OSError, subprocess.TimeoutExpired) as e:
+        result, stderr_text = {"error": f"torch_step.py did not run: {e}"}, ""
+    result["wall_seconds"] = time.perf_counter() - start
+    return result, stderr_text
+
+
 def plan(combos, args):
     """The worker jobs in running order: (repeat, kinds, combos the result is for, the combo it runs).
 
@@ -257,19 +375,23 @@ def plan(combos, args):
     The input pipeline does not depend on precision, strategy or XLA, so with isolated
     measurements it runs once per (size, batch, augment_on) and serves every config sharing them."""
     kinds = [k for k in KINDS if k in split_list(args.measure, KINDS, "--measure")]
+    ours = [c for c in combos if not c.get("torch")]
+    references = [c for c in combos if c.get("torch")] if "step" in kinds else []
     jobs = []
     for repeat in range(args.repeats):
         if args.isolation == "config":
-            jobs += [(repeat, kinds, [c], c) for c in combos]
+            jobs += [(repeat, kinds, [c], c) for c in ours] + [(repeat, ["step"], [c], c) for c in references]
             continue
         for kind in kinds:
             if kind == "pipeline":
                 groups = {}
-                for c in combos:
+                for c in ours:
                     groups.setdefault((c["size"], c["file_size"], c["batch"], c["augment_on"]), []).append(c)
                 jobs += [(repeat, [kind], group, group[0]) for group in groups.values()]
             else:
-                jobs += [(repeat, [kind], [c], c) for c in combos]
+                jobs += [(repeat, [kind], [c], c) for c in ours]
+                if kind == "step":  # the PyTorch step right after ours, in the same stretch of machine time
+                    jobs += [(repeat, [kind], [c], c) for c in references]
     return kinds, jobs
 
 
@@ -332,6 +454,8 @@ def summarise(combo):
 
 def describe_combo(combo):
     """Readable configuration, from what the worker built (stem, strategy, XLA as resolved)."""
+    if combo.get("torch"):
+        return describe_torch(combo)
     result = next((r for r in combo["results"] if r.get("distribution")), None) or \
         next((r for r in combo["results"] if "error" not in r), {})
     h, w = combo["size"]
@@ -346,10 +470,25 @@ def describe_combo(combo):
         devices = ", ".join(d.split("device:")[-1] for d in dist["devices"])
         where = f"one device ({devices})" if dist["replicas"] == 1 and combo["strategy"] != "mirrored" else \
             f"mirrored, {dist['replicas']} replica(s) ({devices})"
+        if combo["strategy"] == "multi_worker":
+            workers = len(result.get("workers", [])) or "several"
+            where = (f"multi_worker, {workers} worker processes on localhost, {dist['replicas']} replicas "
+                     f"({devices} each); the job's global batch per step")
         parts.append(f"{where}, XLA {'on' if dist['jit_compile'] else 'off'}")
     else:
         parts.append(f"{combo['strategy']}, jit_compile {combo['jit_compile']}")
     return "; ".join(parts)
+
+
+def describe_torch(combo):
+    info = next((r["torch"] for r in combo["results"] if r.get("torch")), {})
+    h, w = combo["size"]
+    small = combo["stem"] == "small" if combo["stem"] else h <= 32
+    precision = "float32" if combo["precision"] == "float32" else "bfloat16 autocast"
+    how = "torch.compile" if info.get("compiled", True) else "eager"
+    return (f"PyTorch {info.get('torch', '')} ({how}), the same training step: "
+            f"{_BACKBONE_NAMES.get(combo['backbone'], combo['backbone'])}, {h}x{w}, "
+            f"{'small' if small else 'ImageNet'} stem; {precision}; synthetic views")
 
 
 def _number(value, digits=3):
@@ -422,14 +561,60 @@ resident memory of the full-run process (and the peak device memory TensorFlow a
 Conv2D / DepthwiseConv2D / Dense layers, x3 for forward + backward, x2 views per image; BN,
 activations, loss, optimizer and views made in the step not counted) over the FLOP/s of a large
 matmul in the compute dtype on the same device (times the replicas), measured in the same process
-just after the step."""
+just after the step. A *multi_worker* row is one job of several worker processes on this machine
+(`--strategy=multi_worker`, each with its own TF_CONFIG): its figures are the whole job's (global
+batch per step), to read beside the one-device row of the same configuration. A *PyTorch* row
+(`--torch_python`) is benchmarks/torch_step.py: the same model, loss and LARS step in PyTorch
+with torch.compile, timed the same way on the same synthetic views, right after the project's own
+step of that configuration."""
 
 
-def readme_section(command, machine_text, settings_text, combos, date):
+def image_counts(combos, num_images):
+    """[(file size (h, w), how many JPEG files)] the run writes: one set per size, enough for 4 batches."""
+    sizes = sorted({tuple(c["file_size"]) for c in combos})
+    return [(size, num_images or max([256] + [4 * c["batch"] for c in combos if tuple(c["file_size"]) == size]))
+            for size in sizes]
+
+
+def describe_settings(settings, counts, load_average=None):
+    """The sentence under the command: repeats, isolation, step counts, the files, the machine's load."""
+    files = ", ".join(f"{count} of {h}x{w} px" for (h, w), count in counts)
+    text = (f"Each figure is the median over {settings['repeats']} interleaved repeat(s)"
+            + (" (min-max in brackets)" if settings["repeats"] > 1 else "")
+            + ", each measurement in " + ("its own fresh process" if settings["isolation"] == "measurement"
+                                           else "one fresh process per config and repeat") + "; "
+            f"{settings['steps']} timed training steps after {settings['warmup_steps']} warm-up steps, "
+            f"{settings['pipeline_batches']} timed pipeline batches after {settings['pipeline_warmup']}; "
+            f"JPEG files (quality 90, smooth random content): {files}. "
+            f"Speeds are source images per second (each gives two views).")
+    if load_average and load_average.get("before") and load_average.get("after"):
+        text += (f" Load average (1 min) of the machine before / after: {load_average['before'][0]:.2f} / "
+                 f"{load_average['after'][0]:.2f}.")
+    return text
+
+
+def readme_section(command, machine_text, settings_text, combos, date, section=""):
+    """The README text of a benchmark section; named sections refer to the main table's column notes."""
+    columns = COLUMNS_TEXT if not section else \
+        "Columns as in the first table of \"Speed on this machine\"; a figure of `-` was not measured."
     lines = [f"Measured {date} with", "", "```bash", command, "```", "",
              textwrap.fill(f"on {machine_text}. {settings_text}", width=100, break_on_hyphens=False), "",
-             *table_rows(combos), "", COLUMNS_TEXT]
+             *table_rows(combos), "", columns]
     return "\n".join(lines)
+
+
+def render_report(path, readme, section=None):
+    """Rewrites a README section from the raw results a run saved with --json (no measuring)."""
+    with open(path, encoding="utf-8") as f:
+        report = json.load(f)
+    settings = report["settings"]
+    section = settings.get("section", "") if section is None else section
+    combos = report["configs"]
+    machine_text = f"{describe_cpu(report['machine']['cpu'])}; {describe_tensorflow(report['machine'])}"
+    text = describe_settings(settings, image_counts(combos, settings["num_images"]), report.get("load_average"))
+    write_readme(readme, readme_section(report["command"], machine_text, text, combos, report["date"], section),
+                 section_markers(section))
+    return section
 
 
 def replace_section(text, section, markers=(START_MARKER, END_MARKER)):
@@ -455,6 +640,16 @@ def write_readme(path, section, markers=(START_MARKER, END_MARKER)):
 
 
 # --- main -------------------------------------------------------------------------------------------------
+
+def _render_arguments(argv):
+    """(json path, readme, section or None) for `--render_json FILE [--readme R] [--section S]`, else None."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--render_json", default="")
+    parser.add_argument("--readme", default=README)
+    parser.add_argument("--section", default=None)
+    known, _ = parser.parse_known_args(argv)
+    return (known.render_json, known.readme, known.section) if known.render_json else None
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
@@ -486,7 +681,15 @@ def parse_args(argv=None):
     add("--json", default="", help="write every raw result and summary here")
     add("--write_readme", action="store_true", help="rewrite the README's benchmark section with the table")
     add("--readme", default=README, help="the README --write_readme rewrites (default: the checkout's)")
+    add("--section", default="", help="with --write_readme: rewrite the section between <!-- benchmark:NAME:start --> "
+                                      "and <!-- benchmark:NAME:end --> instead of the main table's markers, so that "
+                                      "comparisons too costly to cross with every config get their own table")
     add("--timeout", type=float, default=3 * 3600, help="seconds before a worker process is killed")
+    add("--workers", type=int, default=2, help="worker processes on localhost of a --strategy=multi_worker config")
+    add("--torch_python", default="", help="a Python interpreter with PyTorch: adds the same training step in PyTorch "
+                                           "(benchmarks/torch_step.py, torch.compile) beside every config it can run")
+    add("--render_json", default="", help="measure nothing: rewrite the README section (--section, default: the "
+                                          "one the run wrote) from the raw results of an earlier --json run")
     add("--python", default=sys.executable, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for name in ("steps", "warmup_steps", "pipeline_batches", "pipeline_warmup", "repeats"):
@@ -494,6 +697,12 @@ def parse_args(argv=None):
             parser.error(f"--{name} must be at least 1")
     if args.num_images < 0:
         parser.error("--num_images must be >= 0")
+    if args.section and not all(c.isalnum() or c in "_-" for c in args.section):
+        parser.error("--section must be letters, digits, '_' or '-'")
+    if args.workers < 2:
+        parser.error("--workers must be at least 2")
+    if args.torch_python and not os.path.exists(args.torch_python):
+        parser.error(f"--torch_python={args.torch_python}: no such file")
     try:
         args.combos = expand(args)
         plan(args.combos, args)
@@ -505,6 +714,12 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    render = _render_arguments(sys.argv[1:] if argv is None else list(argv))
+    if render:
+        path, readme, section = render
+        section = render_report(path, readme, section)
+        print(f"Rewrote the benchmark section {section or '(main)'} of {readme} from {path}")
+        return 0
     args = parse_args(argv)
     argv = sys.argv[1:] if argv is None else list(argv)
     command = "python benchmarks/pretrain_throughput.py" + ("" if not argv else " " + shlex.join(argv))
@@ -521,14 +736,12 @@ def main(argv=None):
         combo["results"] = []
     machine, onednn = {}, None
     with tempfile.TemporaryDirectory(prefix="simclr_throughput_") as folder:
-        path_files, written = {}, []
-        for file_size in sorted({c["file_size"] for c in combos}):
-            count = args.num_images or max([256] + [4 * c["batch"] for c in combos if c["file_size"] == file_size])
+        path_files, counts = {}, image_counts(combos, args.num_images)
+        for file_size, count in counts:
             paths = write_images(os.path.join(folder, f"images_{file_size[0]}x{file_size[1]}"), count, file_size)
             path_files[file_size] = os.path.join(folder, f"paths_{file_size[0]}x{file_size[1]}.txt")
             with open(path_files[file_size], "w", encoding="utf-8") as f:
                 f.write("\n".join(paths) + "\n")
-            written.append(f"{count} of {file_size[0]}x{file_size[1]} px")
             print(f"Wrote {count} JPEG files of {file_size[0]}x{file_size[1]} px", flush=True)
         for number, (repeat, job_kinds, targets, runner) in enumerate(jobs):
             job = {"kinds": job_kinds, "cli_flags": runner["cli_flags"], "paths_file": path_files[runner["file_size"]],
@@ -536,8 +749,13 @@ def main(argv=None):
                    "pipeline_warmup": args.pipeline_warmup, "matmul_seconds": args.matmul_seconds,
                    "matmul_size": args.matmul_size,
                    "hide_accelerators": args.isolation == "measurement" and job_kinds == ["pipeline"]}
-            result, stderr_text = run_worker(job, folder, number, args)
-            if onednn is None and "error" not in result:
+            if runner.get("torch"):
+                result, stderr_text = run_torch(runner, number, folder, args)
+            elif runner["strategy"] == "multi_worker" and job_kinds != ["pipeline"]:
+                result, stderr_text = run_worker_group(job, folder, number, args)
+            else:
+                result, stderr_text = run_worker(job, folder, number, args)
+            if onednn is None and "error" not in result and "machine" in result:
                 onednn = onednn_status(stderr_text)
                 print(f"TensorFlow: {describe_tensorflow(dict(result['machine'], onednn=onednn))}", flush=True)
             if result.get("machine") and (not machine or result.get("distribution")):
@@ -560,33 +778,26 @@ def main(argv=None):
         combo["summary"] = summarise(combo)
     load_after = os.getloadavg() if hasattr(os, "getloadavg") else None
     machine_text = f"{describe_cpu(cpu)}; {describe_tensorflow(machine)}"
-    settings_text = (f"Each figure is the median over {args.repeats} interleaved repeat(s)"
-                     + (" (min-max in brackets)" if args.repeats > 1 else "")
-                     + ", each measurement in " + ("its own fresh process" if args.isolation == "measurement"
-                                                    else "one fresh process per config and repeat") + "; "
-                     f"{args.steps} timed training steps after {args.warmup_steps} warm-up steps, "
-                     f"{args.pipeline_batches} timed pipeline batches after {args.pipeline_warmup}; "
-                     f"JPEG files (quality 90, smooth random content): {', '.join(written)}. "
-                     f"Speeds are source images per second (each gives two views).")
+    load_average = {"before": load_before, "after": load_after}
+    settings_text = describe_settings(vars(args), counts, load_average)
     date = datetime.date.today().isoformat()
     print()
     print(f"Machine: {machine_text}")
-    if load_before and load_after:
-        print(f"Load average (1 min) before / after: {load_before[0]:.2f} / {load_after[0]:.2f}")
     print(settings_text)
     print()
     print("\n".join(table_rows(combos)))
     print(flush=True)
     if args.json:
         report = {"command": command, "date": date, "machine": dict(machine, cpu=cpu),
-                  "load_average": {"before": load_before, "after": load_after},
+                  "load_average": load_average,
                   "settings": {k: v for k, v in vars(args).items() if k not in ("combos", "python")},
                   "configs": [{k: v for k, v in c.items()} for c in combos]}
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=1, default=list)
         print(f"Raw results: {args.json}")
     if args.write_readme:
-        write_readme(args.readme, readme_section(command, machine_text, settings_text, combos, date))
+        write_readme(args.readme, readme_section(command, machine_text, settings_text, combos, date, args.section),
+                     section_markers(args.section))
         print(f"Rewrote the benchmark section of {args.readme}")
     failed = sum(1 for c in combos for r in c["results"] if r.get("error"))
     if failed:

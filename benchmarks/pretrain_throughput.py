@@ -262,31 +262,46 @@ def write_images(folder, count, size):
     return paths
 
 
-def run_worker(job, folder, number, args):
-    """Runs one worker process; returns (result dict, its stderr text)."""
-    job_path = os.path.join(folder, f"job_{number:04d}.json")
-    result_path = os.path.join(folder, f"result_{number:04d}.json")
-    with open(job_path, "w", encoding="utf-8") as f:
+def _start_worker(job, folder, tag, args, env):
+    """Starts one worker process on `job`; (process, its open stderr file, its file paths)."""
+    paths = {name: os.path.join(folder, f"{name}_{tag}.{ext}")
+             for name, ext in (("job", "json"), ("result", "json"), ("stderr", "txt"))}
+    with open(paths["job"], "w", encoding="utf-8") as f:
         json.dump(job, f)
-    stderr_path = os.path.join(folder, f"stderr_{number:04d}.txt")
-    start = time.perf_counter()
-    with open(stderr_path, "w", encoding="utf-8") as stderr:
-        try:
-            completed = subprocess.run([args.python, WORKER, job_path, result_path], stdout=subprocess.DEVNULL,
-                                       stderr=stderr, timeout=args.timeout, cwd=REPO, env=os.environ.copy())
-            status = completed.returncode
-        except subprocess.TimeoutExpired:
-            status = "timeout"
-    with open(stderr_path, encoding="utf-8", errors="replace") as f:
+    stderr = open(paths["stderr"], "w", encoding="utf-8")  # noqa: SIM115 (closed by _finish_worker)
+    process = subprocess.Popen([args.python, WORKER, paths["job"], paths["result"]], stdout=subprocess.DEVNULL,
+                               stderr=stderr, cwd=REPO, env=env)
+    return process, stderr, paths
+
+
+def _finish_worker(started, timeout):
+    """Waits for a started worker (killed after `timeout` s); (its result dict, its stderr text)."""
+    process, stderr, paths = started
+    try:
+        status = process.wait(timeout=max(1.0, timeout))
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        status = "timeout"
+    stderr.close()
+    with open(paths["stderr"], encoding="utf-8", errors="replace") as f:
         stderr_text = f.read()
     result = None
-    if os.path.exists(result_path):
-        with open(result_path, encoding="utf-8") as f:
+    if os.path.exists(paths["result"]):
+        with open(paths["result"], encoding="utf-8") as f:
             result = json.load(f)
     if result is None:
         tail = "\n".join(stderr_text.strip().splitlines()[-5:])
-        reason = f"timed out after {args.timeout} s" if status == "timeout" else f"exit status {status}"
+        reason = "timed out" if status == "timeout" else f"exit status {status}"
         result = {"error": f"worker {reason} without a result (killed? out of memory?): {tail}"}
+    return result, stderr_text
+
+
+def run_worker(job, folder, number, args):
+    """Runs one worker process; returns (result dict, its stderr text)."""
+    start = time.perf_counter()
+    result, stderr_text = _finish_worker(_start_worker(job, folder, f"{number:04d}", args, os.environ.copy()),
+                                         args.timeout)
     result["wall_seconds"] = time.perf_counter() - start
     return result, stderr_text
 
@@ -309,37 +324,13 @@ def run_worker_group(job, folder, number, args):
     are the job's: every step trains on the global batch) with every worker's figures beside it."""
     hosts = [f"localhost:{port}" for port in free_ports(args.workers)]
     job = dict(job, matmul_seconds=0)  # the workers share the machine: no single-device peak to compare with
-    processes = []
     start = time.perf_counter()
-    for index in range(args.workers):
-        tag = f"{number:04d}_w{index}"
-        paths = {name: os.path.join(folder, f"{name}_{tag}.{ext}")
-                 for name, ext in (("job", "json"), ("result", "json"), ("stderr", "txt"))}
-        with open(paths["job"], "w", encoding="utf-8") as f:
-            json.dump(job, f)
-        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": hosts},
-                                                     "task": {"type": "worker", "index": index}}))
-        stderr = open(paths["stderr"], "w", encoding="utf-8")  # noqa: SIM115 (closed below)
-        processes.append((subprocess.Popen([args.python, WORKER, paths["job"], paths["result"]], cwd=REPO, env=env,
-                                           stdout=subprocess.DEVNULL, stderr=stderr), stderr, paths))
-    results, texts = [], []
-    for process, stderr, paths in processes:
-        try:
-            status = process.wait(timeout=max(1.0, args.timeout - (time.perf_counter() - start)))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            status = "timeout"
-        stderr.close()
-        with open(paths["stderr"], encoding="utf-8", errors="replace") as f:
-            texts.append(f.read())
-        result = None
-        if os.path.exists(paths["result"]):
-            with open(paths["result"], encoding="utf-8") as f:
-                result = json.load(f)
-        if result is None:
-            tail = "\n".join(texts[-1].strip().splitlines()[-5:])
-            result = {"error": f"worker {len(results)} exit status {status} without a result: {tail}"}
-        results.append(result)
+    started = [_start_worker(job, folder, f"{number:04d}_w{index}", args,
+                             dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": hosts},
+                                                                    "task": {"type": "worker", "index": index}})))
+               for index in range(args.workers)]
+    finished = [_finish_worker(worker, args.timeout - (time.perf_counter() - start)) for worker in started]
+    results, texts = [result for result, _ in finished], [text for _, text in finished]
     chief = dict(next((r for r in results if r.get("error")), results[0]))
     chief["workers"] = [{kind: r.get(kind) for kind in job["kinds"]} | {"error": r.get("error")} for r in results]
     chief["wall_seconds"] = time.perf_counter() - start
@@ -641,16 +632,6 @@ def write_readme(path, section, markers=(START_MARKER, END_MARKER)):
 
 # --- main -------------------------------------------------------------------------------------------------
 
-def _render_arguments(argv):
-    """(json path, readme, section or None) for `--render_json FILE [--readme R] [--section S]`, else None."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--render_json", default="")
-    parser.add_argument("--readme", default=README)
-    parser.add_argument("--section", default=None)
-    known, _ = parser.parse_known_args(argv)
-    return (known.render_json, known.readme, known.section) if known.render_json else None
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -681,9 +662,10 @@ def parse_args(argv=None):
     add("--json", default="", help="write every raw result and summary here")
     add("--write_readme", action="store_true", help="rewrite the README's benchmark section with the table")
     add("--readme", default=README, help="the README --write_readme rewrites (default: the checkout's)")
-    add("--section", default="", help="with --write_readme: rewrite the section between <!-- benchmark:NAME:start --> "
-                                      "and <!-- benchmark:NAME:end --> instead of the main table's markers, so that "
-                                      "comparisons too costly to cross with every config get their own table")
+    add("--section", default=None, help="with --write_readme or --render_json: rewrite the section between "
+                                        "<!-- benchmark:NAME:start --> and <!-- benchmark:NAME:end --> instead of "
+                                        "the main table's markers, so that comparisons too costly to cross with "
+                                        "every config get their own table")
     add("--timeout", type=float, default=3 * 3600, help="seconds before a worker process is killed")
     add("--workers", type=int, default=2, help="worker processes on localhost of a --strategy=multi_worker config")
     add("--torch_python", default="", help="a Python interpreter with PyTorch: adds the same training step in PyTorch "
@@ -714,13 +696,11 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    render = _render_arguments(sys.argv[1:] if argv is None else list(argv))
-    if render:
-        path, readme, section = render
-        section = render_report(path, readme, section)
-        print(f"Rewrote the benchmark section {section or '(main)'} of {readme} from {path}")
-        return 0
     args = parse_args(argv)
+    if args.render_json:
+        section = render_report(args.render_json, args.readme, args.section)
+        print(f"Rewrote the benchmark section {section or '(main)'} of {args.readme} from {args.render_json}")
+        return 0
     argv = sys.argv[1:] if argv is None else list(argv)
     command = "python benchmarks/pretrain_throughput.py" + ("" if not argv else " " + shlex.join(argv))
     combos = args.combos
@@ -796,8 +776,9 @@ def main(argv=None):
             json.dump(report, f, indent=1, default=list)
         print(f"Raw results: {args.json}")
     if args.write_readme:
-        write_readme(args.readme, readme_section(command, machine_text, settings_text, combos, date, args.section),
-                     section_markers(args.section))
+        section = args.section or ""
+        write_readme(args.readme, readme_section(command, machine_text, settings_text, combos, date, section),
+                     section_markers(section))
         print(f"Rewrote the benchmark section of {args.readme}")
     failed = sum(1 for c in combos for r in c["results"] if r.get("error"))
     if failed:

@@ -16,10 +16,10 @@ import types
 
 import numpy as np
 import pytest
-from absl import flags
 from PIL import Image
 
 from conftest import REPO, assert_user_error, run_main
+from conftest import parsed as parsed_flags
 from simclr_tf.errors import UserError
 from simclr_tf.training import callbacks as cb
 from tasks import classification, embed, evaluate, linear_eval, locking, predict, pretrain, run_folder
@@ -29,12 +29,10 @@ from test_hostile_input import BOMB_SIDE, write_png
 
 @contextlib.contextmanager
 def parsed(argv):
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["main.py", *argv])
     try:
-        yield flags.FLAGS
+        with parsed_flags(argv) as flag_values:
+            yield flag_values
     finally:
-        flags.FLAGS.unparse_flags()
         locking.release_all()  # as at the end of a process: the next run (or a subprocess) may take the folders
 
 

@@ -28,8 +28,10 @@ Paths in the lists are relative to --out_dir, as the project's list format allow
 
 How an image is made: a grey mask of the digit in [0, 1] (handwritten: the 8x8 digit, values 0-16,
 scaled to [0, 1], resized bicubically to --size and clipped, since bicubic overshoots; printed: as
-above) is the alpha mask of a foreground colour over a background colour: pixel = (1 - a) * background + a * foreground. Both colours are uniform
-in RGB [0, 255]^3 per image. With --min_color_distance > 0 a pair closer than that (Euclidean
+above) is the alpha mask of a foreground colour over a background colour: pixel = (1 - a) * background + a * foreground. With --colors=random
+(the default) both colours are uniform in RGB [0, 255]^3 per image; with --colors=white_on_black
+every digit is white on black, so that shape is all an image has (no colour for a contrastive
+model to match views by). With --min_color_distance > 0 a pair closer than that (Euclidean
 distance in RGB, 0-441) is redrawn, so that no digit is invisible; the default 0 keeps the colours
 fully independent.
 
@@ -99,12 +101,15 @@ def colorize(mask, foreground, background):
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
-def make_images(digits, labels, size, rng, min_distance, source):
+WHITE_ON_BLACK = (np.full(3, 255.0), np.zeros(3))
+
+
+def make_images(digits, labels, size, rng, min_distance, source, colors="random"):
     """uint8 [N, size, size, 3]: each digit's mask (from `source`) in its own colour pair."""
     images = np.zeros((len(digits), size, size, 3), np.uint8)
     for i, (digit, label) in enumerate(zip(digits, labels)):
         mask = upscale(digit, size) if source == "handwritten" else draw_printed(label, size, rng)
-        foreground, background = draw_colors(rng, min_distance)
+        foreground, background = draw_colors(rng, min_distance) if colors == "random" else WHITE_ON_BLACK
         images[i] = colorize(mask, foreground, background)
     return images
 
@@ -133,6 +138,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and of the colours")
     parser.add_argument("--source", choices=("handwritten", "printed"), default="handwritten",
                         help="digit shapes: scikit-learn's 8x8 hand-written digits, or drawn in Hershey fonts")
+    parser.add_argument("--colors", choices=("random", "white_on_black"), default="random",
+                        help="a random foreground and background colour per image, or white on black")
     parser.add_argument("--min_color_distance", type=float, default=0.0,
                         help="redraw colour pairs closer than this in RGB (0 = fully independent)")
     args = parser.parse_args(argv)
@@ -143,8 +150,10 @@ def main(argv=None):
         random_state=args.seed)
     # One generator per split, so that the test images do not depend on the training set's size.
     train_rng, test_rng = (np.random.default_rng([args.seed, k]) for k in (1, 2))
-    train_images = make_images(x_train, y_train, args.size, train_rng, args.min_color_distance, args.source)
-    test_images = make_images(x_test, y_test, args.size, test_rng, args.min_color_distance, args.source)
+    train_images = make_images(x_train, y_train, args.size, train_rng, args.min_color_distance, args.source,
+                               args.colors)
+    test_images = make_images(x_test, y_test, args.size, test_rng, args.min_color_distance, args.source,
+                               args.colors)
 
     out_dir = args.out_dir
     os.makedirs(out_dir, exist_ok=True)
@@ -159,7 +168,8 @@ def main(argv=None):
                         train_paths=np.array(train_paths), test_paths=np.array(test_paths))
     info = {"command": " ".join([os.path.basename(sys.argv[0])] + (argv if argv is not None else sys.argv[1:])),
             "source": args.source, "labels": "sklearn.datasets.load_digits (1797 images, 10 classes)",
-            "size": args.size, "seed": args.seed, "min_color_distance": args.min_color_distance,
+            "size": args.size, "seed": args.seed, "colors": args.colors,
+            "min_color_distance": args.min_color_distance,
             "train_images": len(y_train), "test_images": len(y_test),
             "train_per_class": np.bincount(y_train, minlength=10).tolist(),
             "test_per_class": np.bincount(y_test, minlength=10).tolist()}

@@ -62,3 +62,11 @@ def test_printed_source_writes_the_same_split(tmp_path):
     images = split["x_test"].astype(np.float64)
     farthest = np.linalg.norm(images - images[:, :1, :1], axis=3).reshape(500, -1).max(axis=1)
     assert farthest.min() > 70
+
+
+def test_white_on_black_images_have_no_colour(tmp_path):
+    make_digits.main(["--out_dir", str(tmp_path), "--size", "16", "--source", "printed",
+                      "--colors", "white_on_black"])
+    images = np.load(tmp_path / "split.npz")["x_train"].astype(np.int64)
+    assert (images[..., 0] == images[..., 1]).all() and (images[..., 1] == images[..., 2]).all()
+    assert (images[:, 0, 0] == 0).mean() > 0.95 and images.reshape(len(images), -1).max(axis=1).min() > 200

@@ -173,6 +173,22 @@ def test_zero_gamma_and_layer_settings_bottleneck(resnet50):
     assert _check_layer_settings(resnet50, "bottleneck") == sum(BACKBONES["resnet50"][1])
 
 
+def test_convolutions_start_with_the_official_kernel_scale(resnet18):
+    """std 1/sqrt(fan_in) (VarianceScaling(1.0)), not he_normal's sqrt(2/fan_in): README, "Parity
+    with the official code". Checked on every convolution with enough weights for a tight estimate."""
+    checked = 0
+    for layer in resnet18.layers:
+        if isinstance(layer, keras.layers.Conv2D) and layer.kernel.shape.num_elements() >= 4096:
+            kernel = layer.kernel.numpy()
+            fan_in = int(np.prod(kernel.shape[:-1]))
+            assert abs(kernel.std() * np.sqrt(fan_in) - 1.0) < 0.05, layer.name
+            # Truncated normal: cut at 2 sigma of the underlying normal, whose sigma is the target
+            # std / 0.8796 (the std of a standard normal truncated at +-2).
+            assert np.abs(kernel).max() <= 2.0 / 0.87962566 / np.sqrt(fan_in) + 1e-6, layer.name
+            checked += 1
+    assert checked >= 15
+
+
 def test_synchronized_bn_option():
     model = build_resnet("resnet18", synchronized_bn=True)
     bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]

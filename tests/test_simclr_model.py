@@ -57,6 +57,41 @@ def test_a_step_changes_encoder_and_head_weights_and_a_few_steps_lower_the_loss(
     assert losses[-1] < losses[0] - 0.1, losses
 
 
+def _official_loss(z_a, z_b, temperature):
+    """The official code's objective, written out here: the SUM of two softmax cross-entropies
+    (view a's anchors against [b, a without itself], then the same from b), each averaged over N."""
+    z_a, z_b = tf.math.l2_normalize(z_a, axis=1), tf.math.l2_normalize(z_b, axis=1)
+    n = tf.shape(z_a)[0]
+    self_mask = tf.eye(n) * 1e9
+    total = 0.0
+    for anchors, others in ((z_a, z_b), (z_b, z_a)):
+        logits = tf.concat([tf.matmul(anchors, others, transpose_b=True),
+                            tf.matmul(anchors, anchors, transpose_b=True) - self_mask], axis=1) / temperature
+        labels = tf.one_hot(tf.range(n), 2 * n)
+        total += tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels, logits))
+    return total
+
+
+def test_the_step_follows_the_gradient_of_the_official_loss():
+    """The logged loss is our mean over 2N anchors; the step is plain SGD on the official objective
+    (twice that): README, "Parity with the official code"."""
+    model = _tiny_model(seed=2)
+    a, b = _batch(seed=2)
+    model(np.zeros((2, 8, 8, 3), np.float32))
+    with tf.GradientTape() as tape:
+        z = model(tf.concat([a, b], 0), training=True)
+        official = _official_loss(z[:6], z[6:], 0.5)
+    gradients = tape.gradient(official, model.trainable_variables)
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    learning_rate = 0.1
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate))
+    logged = model.fit(tf.data.Dataset.from_tensors((a, b)), verbose=0, shuffle=False).history["loss"][0]
+    np.testing.assert_allclose(2 * logged, float(official), rtol=1e-5)
+    for variable, start, gradient in zip(model.trainable_variables, before, gradients):
+        np.testing.assert_allclose(variable.numpy(), start - learning_rate * gradient.numpy(),
+                                   rtol=1e-4, atol=1e-6, err_msg=variable.path)
+
+
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_training_gives_a_finite_falling_loss_and_a_float32_encoder(policy):
     from simclr_tf.models.heads import build_projection_head

@@ -126,9 +126,12 @@ def fit_easy_head(classifier, encoder, rng):
     features = np.concatenate([features, np.ones((len(features), 1))], axis=1)
     targets = 6.0 * (np.eye(4)[labels] - 0.25)
     # Ridge, not plain least squares: many ReLU features of a random encoder are dead or collinear,
-    # and unbounded weights would make the model ill-conditioned (large cancelling logits).
-    ridge = 1e-3 * len(features) * np.eye(features.shape[1])
-    solution = np.linalg.solve(features.T @ features + ridge, features.T @ targets)
+    # and unbounded weights would make the model ill-conditioned (large cancelling logits). Scaled to
+    # the features' own size (a random encoder in inference mode shrinks or grows its input with
+    # its initialiser).
+    gram = features.T @ features
+    ridge = 1e-3 * np.trace(gram) / features.shape[1] * np.eye(features.shape[1])
+    solution = np.linalg.solve(gram + ridge, features.T @ targets)
     classifier.get_layer("classification_head").get_layer("logits").set_weights(
         [solution[:-1].astype(np.float32), solution[-1].astype(np.float32)])
 

@@ -1,4 +1,4 @@
-"""Coloured digits, 32x32, random colours per image: hand-written (scikit-learn) or printed (OpenCV).
+"""Digits at 32x32, hand-written (scikit-learn) or printed (OpenCV), in random colours or white on black.
 
 A small labelled benchmark whose colour carries no class information: every image gets its own
 foreground and background colour, drawn independently of its digit. It is built to the
@@ -27,13 +27,13 @@ Writes, under --out_dir:
 Paths in the lists are relative to --out_dir, as the project's list format allows.
 
 How an image is made: a grey mask of the digit in [0, 1] (handwritten: the 8x8 digit, values 0-16,
-scaled to [0, 1], resized bicubically to --size and clipped, since bicubic overshoots; printed: as
-above) is the alpha mask of a foreground colour over a background colour: pixel = (1 - a) * background + a * foreground. With --colors=random
-(the default) both colours are uniform in RGB [0, 255]^3 per image; with --colors=white_on_black
+scaled to [0, 1], resized bicubically to --size and clipped, since bicubic overshoots; printed: drawn
+as described above) is the alpha mask of a foreground colour over a background colour:
+pixel = (1 - a) * background + a * foreground. With --colors=random (the default) both colours are uniform in RGB [0, 255]^3 per image; with --colors=white_on_black
 every digit is white on black, so that shape is all an image has (no colour for a contrastive
-model to match views by). With --min_color_distance > 0 a pair closer than that (Euclidean
-distance in RGB, 0-441) is redrawn, so that no digit is invisible; the default 0 keeps the colours
-fully independent.
+model to match views by). With random colours and --min_color_distance > 0 a pair closer than
+that (Euclidean distance in RGB, 0-441) is redrawn, so that no digit is invisible; the default 0
+keeps the colours fully independent.
 
 The split is stratified (500 test images, 48-51 per class; the rest for training) and, like
 the colours, a pure function of --seed.
@@ -57,6 +57,7 @@ HERSHEY_FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_PLAIN, cv2.FONT_HERS
                  cv2.FONT_HERSHEY_COMPLEX, cv2.FONT_HERSHEY_TRIPLEX, cv2.FONT_HERSHEY_COMPLEX_SMALL,
                  cv2.FONT_HERSHEY_SCRIPT_SIMPLEX, cv2.FONT_HERSHEY_SCRIPT_COMPLEX)
 SUPERSAMPLE = 4  # printed digits are drawn at 4x the output size, then area-averaged
+WHITE_ON_BLACK = (np.full(3, 255.0), np.zeros(3))  # (foreground, background) of --colors=white_on_black
 
 
 def upscale(digit, size):
@@ -74,7 +75,7 @@ def draw_printed(digit, size, rng):
     (width, height), _ = cv2.getTextSize(text, font, 1.0, 1)
     scale = rng.uniform(0.45, 0.75) * big / max(width, height)  # the digit's longer side: 45-75% of the image
     thickness = max(1, int(round(rng.uniform(0.04, 0.12) * big)))
-    (width, height), baseline = cv2.getTextSize(text, font, scale, thickness)
+    (width, height), _ = cv2.getTextSize(text, font, scale, thickness)
     canvas = np.zeros((big, big), np.uint8)
     origin = ((big - width) // 2, (big + height) // 2)
     cv2.putText(canvas, text, origin, font, scale, 255, thickness, cv2.LINE_AA)
@@ -101,10 +102,7 @@ def colorize(mask, foreground, background):
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
-WHITE_ON_BLACK = (np.full(3, 255.0), np.zeros(3))
-
-
-def make_images(digits, labels, size, rng, min_distance, source, colors="random"):
+def make_images(digits, labels, size, rng, min_distance, source, colors):
     """uint8 [N, size, size, 3]: each digit's mask (from `source`) in its own colour pair."""
     images = np.zeros((len(digits), size, size, 3), np.uint8)
     for i, (digit, label) in enumerate(zip(digits, labels)):
@@ -143,6 +141,8 @@ def main(argv=None):
     parser.add_argument("--min_color_distance", type=float, default=0.0,
                         help="redraw colour pairs closer than this in RGB (0 = fully independent)")
     args = parser.parse_args(argv)
+    if args.colors == "white_on_black" and args.min_color_distance:
+        parser.error("--min_color_distance only applies to --colors=random")
 
     digits = load_digits()
     x_train, x_test, y_train, y_test = train_test_split(

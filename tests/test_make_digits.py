@@ -3,6 +3,7 @@ import os
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
@@ -70,3 +71,9 @@ def test_white_on_black_images_have_no_colour(tmp_path):
     images = np.load(tmp_path / "split.npz")["x_train"].astype(np.int64)
     assert (images[..., 0] == images[..., 1]).all() and (images[..., 1] == images[..., 2]).all()
     assert (images[:, 0, 0] == 0).mean() > 0.95 and images.reshape(len(images), -1).max(axis=1).min() > 200
+
+
+def test_colour_distance_is_refused_where_colours_are_fixed(tmp_path):
+    with pytest.raises(SystemExit) as caught:
+        make_digits.main(["--out_dir", str(tmp_path), "--colors", "white_on_black", "--min_color_distance", "100"])
+    assert caught.value.code == 2 and not os.listdir(tmp_path)

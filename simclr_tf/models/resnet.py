@@ -16,9 +16,8 @@ Architecture (ResNet v1, "v1.5" stride placement as in torchvision and the offic
 - Convolutions have no bias and the official code's initialisation, VarianceScaling(1.0, fan_in,
   truncated normal), not ``he_normal`` (README, "Parity with the official code": under LARS with
   weight decay, larger weights learn less; with the official gradient scale this closed a 14-point
-  probe gap at the official recipe); BN uses momentum 0.9
-  and epsilon 1e-5; the last BN of every residual branch starts with gamma = 0 so each block starts
-  as the identity.
+  probe gap at the official recipe); BN uses momentum 0.9 and epsilon 1e-5; the last BN of every
+  residual branch starts with gamma = 0 so each block starts as the identity.
 
 Stable layer names (other code, e.g. a segmentation decoder, takes features from them):
 ``stem_out``, ``stage1_out`` ... ``stage4_out`` and ``h``; see ``FEATURE_LAYER_NAMES`` and

@@ -139,7 +139,7 @@ def plan_runs(args, data):
     # The demo's short-run SimCLR recipe (scripts/demo.sh), every optimiser setting explicit so that
     # the numbers do not move when the recipes' defaults do.
     pretrain = ["--task=pretrain", *common, f"--train_file_path={unlabelled}", f"--batch_size={args.pretrain_batch}",
-                f"--num_epochs={args.pretrain_epochs}", "--optimizer=lars", "--learning_rate=0.2",
+                f"--num_epochs={args.pretrain_epochs}", "--optimizer=lars", "--learning_rate=0.1",
                 "--lr_scaling=sqrt", "--weight_decay=1e-6", "--warmup_epochs=1", "--crop_area_min=0.3",
                 "--strength=0.5", "--temperature=0.2", "--knn_every=0", "--diagnostics_every=0", "--cache",
                 "--seed=0"]

@@ -14,8 +14,12 @@ from conftest import REPO, assert_user_error, run_main, write_fake_cifar10
 
 pytestmark = pytest.mark.slow
 
+# No diagnostics (test_family_cli and test_diagnostics check them): they cost more than these runs' steps.
+# COMMON keeps the default small stem, on which two epochs already lower the loss; the other runs take
+# the ImageNet stem, several times cheaper at 32 px, since what they check does not depend on the stem.
 COMMON = ["--task=pretrain", "--input_size=32 32", "--batch_size=8", "--num_epochs=2", "--warmup_epochs=1",
-          "--seed=1"]
+          "--seed=1", "--diagnostics_every=0"]
+FAST = ["--small_stem=false", "--diagnostics_every=0"]
 
 
 def _history(save_path):
@@ -148,7 +152,7 @@ def test_undecodable_file_is_skipped_and_reported(demo_data, tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text("\n".join(images + [str(broken)]) + "\n")
     save_path = str(tmp_path / "run")
-    result = run_main("--task=pretrain", "--input_size=32 32", "--batch_size=4", "--num_epochs=1",
+    result = run_main("--task=pretrain", "--input_size=32 32", "--batch_size=4", "--num_epochs=1", *FAST,
                       f"--train_file_path={listing}", f"--pretrain_save_path={save_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert str(broken) in open(os.path.join(save_path, "skipped_files.txt")).read()
@@ -189,14 +193,14 @@ def test_cifar10_from_a_local_copy(tmp_path):
     write_fake_cifar10(str(tmp_path))
     save_path = str(tmp_path / "run")
     result = run_main("--task=pretrain", "--cifar10", f"--cifar10_dir={tmp_path}", "--batch_size=8",
-                      "--num_epochs=1", f"--pretrain_save_path={save_path}")
+                      "--num_epochs=1", *FAST, f"--pretrain_save_path={save_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "30 images" in result.stdout and os.path.isfile(os.path.join(save_path, "encoder.keras"))
 
 
 def test_a_diverging_run_exits_1_with_a_clear_message(demo_data, tmp_path):
     save_path = str(tmp_path / "run")
-    result = run_main(*COMMON, "--optimizer=sgd", "--learning_rate=1e30", "--warmup_epochs=0",
+    result = run_main(*COMMON, "--small_stem=false", "--optimizer=sgd", "--learning_rate=1e30", "--warmup_epochs=0",
                       f"--train_file_path={demo_data.unlabeled}", f"--pretrain_save_path={save_path}")
     assert result.returncode == 1, (result.returncode, result.stderr[-3000:])
     assert "Traceback" not in result.stderr

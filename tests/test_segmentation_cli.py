@@ -19,7 +19,8 @@ from conftest import REPO, assert_user_error, run_main
 pytestmark = pytest.mark.slow
 
 NUM_CLASSES = 5
-SMALL = ["--input_size=32 32", "--batch_size=8", "--num_epochs=1", "--seed=1"]
+# The ImageNet stem: several times cheaper at 32 px; test_decoder checks the decoder on both stems.
+SMALL = ["--input_size=32 32", "--small_stem=false", "--batch_size=8", "--num_epochs=1", "--seed=1"]
 
 
 def _train_args(demo_data, save_path, pretrain_path, *extra):
@@ -133,7 +134,7 @@ def test_pretrained_frozen_encoder_is_loaded_and_left_unchanged(demo_data, tmp_p
     from simclr_tf.models.resnet import build_resnet
     pretrain_path = tmp_path / "pretrain"
     keras.utils.set_random_seed(3)
-    encoder = build_resnet("resnet18", image_size=(32, 32))
+    encoder = build_resnet("resnet18", small_stem=False, image_size=(32, 32))
     save_keras_atomic(encoder, str(pretrain_path / "encoder.keras"))
     save_path = tmp_path / "frozen"
     result = run_main(*_train_args(demo_data, str(save_path), str(pretrain_path), "--freeze"))

@@ -81,9 +81,10 @@ def _history(save_path):
 def pretrained(demo_data, tmp_path_factory):
     """A one-epoch pretraining with the kNN monitor (labels from --knn_train_file_path)."""
     save_path = str(tmp_path_factory.mktemp("clf") / "pretrain")
-    result = run_main("--task=pretrain", *SMALL, "--num_epochs=1", "--warmup_epochs=0", "--proj_dim=32", "--diagnostics_every=0",
-                      f"--train_file_path={demo_data.unlabeled}", f"--knn_train_file_path={demo_data.train}",
-                      f"--val_file_path={demo_data.val}", "--knn_k=5", f"--pretrain_save_path={save_path}")
+    result = run_main("--task=pretrain", *SMALL, "--num_epochs=1", "--warmup_epochs=0", "--proj_dim=32",
+                      "--diagnostics_every=0", f"--train_file_path={demo_data.unlabeled}",
+                      f"--knn_train_file_path={demo_data.train}", f"--val_file_path={demo_data.val}", "--knn_k=5",
+                      f"--pretrain_save_path={save_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     return save_path, result
 
@@ -300,9 +301,9 @@ def test_fine_tuning_follows_its_encoder_file_and_architecture_flags_must_agree(
     assert not os.path.exists(tmp_path / "other")
 
     # Pretraining again into the same folder (another configuration) replaces its derived results too ...
-    again = run_main("--task=pretrain", *SMALL, "--num_epochs=1", "--warmup_epochs=0", "--proj_dim=32", "--diagnostics_every=0",
-                     "--temperature=0.5", f"--train_file_path={demo_data.unlabeled}", f"--pretrain_save_path={encoder_run}",
-                     "--overwrite")
+    again = run_main("--task=pretrain", *SMALL, "--num_epochs=1", "--warmup_epochs=0", "--proj_dim=32",
+                     "--diagnostics_every=0", "--temperature=0.5", f"--train_file_path={demo_data.unlabeled}",
+                     f"--pretrain_save_path={encoder_run}", "--overwrite")
     assert again.returncode == 0, again.stderr[-3000:]
     assert not (encoder_run / "linear_eval.json").exists()
     # ... and the finished fine-tuning made from the old encoder is not taken for this one's.

@@ -17,9 +17,11 @@ pytestmark = pytest.mark.slow
 # No diagnostics (test_family_cli and test_diagnostics check them): they cost more than these runs' steps.
 # COMMON keeps the default small stem, on which two epochs already lower the loss; the other runs take
 # the ImageNet stem, several times cheaper at 32 px, since what they check does not depend on the stem.
+NO_DIAGNOSTICS = "--diagnostics_every=0"
+IMAGENET_STEM = "--small_stem=false"
 COMMON = ["--task=pretrain", "--input_size=32 32", "--batch_size=8", "--num_epochs=2", "--warmup_epochs=1",
-          "--seed=1", "--diagnostics_every=0"]
-FAST = ["--small_stem=false", "--diagnostics_every=0"]
+          "--seed=1", NO_DIAGNOSTICS]
+FAST = [IMAGENET_STEM, NO_DIAGNOSTICS]
 
 
 def _history(save_path):
@@ -200,7 +202,7 @@ def test_cifar10_from_a_local_copy(tmp_path):
 
 def test_a_diverging_run_exits_1_with_a_clear_message(demo_data, tmp_path):
     save_path = str(tmp_path / "run")
-    result = run_main(*COMMON, "--small_stem=false", "--optimizer=sgd", "--learning_rate=1e30", "--warmup_epochs=0",
+    result = run_main(*COMMON, IMAGENET_STEM, "--optimizer=sgd", "--learning_rate=1e30", "--warmup_epochs=0",
                       f"--train_file_path={demo_data.unlabeled}", f"--pretrain_save_path={save_path}")
     assert result.returncode == 1, (result.returncode, result.stderr[-3000:])
     assert "Traceback" not in result.stderr
